@@ -1,0 +1,40 @@
+"""Options shared by the commands that read datasets and write dataset folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..records import Loaded, load_records, parse_mapping
+
+input_options = [
+    click.option("--preset", default=None, metavar="NAME",
+                 help="Map a known dataset's columns: open-platypus, kopen-platypus, koalpaca, kullm, oig-ko, cot-collection, koquality."),
+    click.option("--map", "mapping", default=None, metavar="CANON=COL,...",
+                 help="Map other columns onto the canonical ones, e.g. --map instruction=question,output=answer."),
+    click.option("--split", default="train", show_default=True, help="Split to read when INPUT is a Hub id."),
+]
+
+output_options = [
+    click.option("-o", "--output", "output", required=True, type=click.Path(path_type=Path),
+                 help="Dataset folder to write (Hub layout). Written atomically; never the input."),
+    click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists and is not empty."),
+    click.option("--seed", default=42, show_default=True, help="Seed for every random choice (recorded in the manifest)."),
+]
+
+
+def apply(options):
+    """Decorate a command with a list of click options (in the listed order)."""
+
+    def decorator(func):
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorator
+
+
+def load_inputs(inputs, preset: str | None, mapping: str | None, split: str) -> list[Loaded]:
+    parsed = parse_mapping(mapping)
+    return [load_records(source, preset=preset, mapping=parsed, split=split) for source in inputs]

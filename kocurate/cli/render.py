@@ -1,0 +1,32 @@
+"""Rich rendering of results: the summary table every command ends with."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console(stderr=False)
+
+
+def pipeline_summary(result, title: str = "summary") -> Table:
+    """Rows in/out, removed by reason and seconds per step, then the totals."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("step")
+    table.add_column("rows in", justify="right")
+    table.add_column("rows out", justify="right")
+    table.add_column("removed (reason: rows)")
+    table.add_column("seconds", justify="right")
+    for record in result.records:
+        removed = ", ".join(f"{r}: {n:,}" for r, n in record.removed.items()) or "-"
+        table.add_row(record.name, f"{record.rows_in:,}", f"{record.rows_out:,}", removed, f"{record.seconds:.2f}")
+    total_seconds = sum(r.seconds for r in result.records)
+    table.add_section()
+    removed = ", ".join(f"{r}: {n:,}" for r, n in result.removed_by_reason().items()) or "-"
+    table.add_row("total", f"{result.rows_in:,}", f"{result.kept.height:,}", removed, f"{total_seconds:.2f}")
+    return table
+
+
+def print_written(result) -> None:
+    console.print(pipeline_summary(result))
+    if result.out is not None:
+        console.print(f"wrote [bold]{result.out}[/] ({result.kept.height:,} rows; removed/ holds {result.removed.height:,})")

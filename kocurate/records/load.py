@@ -1,0 +1,310 @@
+"""Load a Hub id, a local file (jsonl/json/parquet/csv) or a dataset folder as canonical rows."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from ..errors import InputError
+from .presets import Preset, get_preset, preset_for_hub_id
+from .schema import CANONICAL, OPTIONAL, REQUIRED_TEXT, canonical_order
+
+FILE_SUFFIXES = (".jsonl", ".ndjson", ".json", ".parquet", ".csv", ".tsv")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass
+class InputInfo:
+    """Where rows came from, recorded in the manifest."""
+
+    name: str
+    kind: str  # "hub" | "file" | "folder"
+    path: str
+    fingerprint: str  # sha256 of the file bytes, the folder's data fingerprint, or the Hub revision
+    rows: int
+    preset: str | None = None
+    mapping: dict[str, str] = field(default_factory=dict)
+    split: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Loaded:
+    """Canonical rows plus their provenance (and the manifest when the input is a kocurate folder)."""
+
+    frame: pl.DataFrame
+    info: InputInfo
+    manifest: dict | None = None
+
+
+def looks_like_hub_id(source: str) -> bool:
+    return bool(_HUB_ID.match(source)) and not Path(source).exists()
+
+
+def load_records(
+    source: str | Path,
+    *,
+    preset: str | None = None,
+    mapping: dict[str, str] | None = None,
+    split: str = "train",
+    require: tuple[str, ...] = REQUIRED_TEXT,
+) -> Loaded:
+    """Load `source` and map it onto the canonical columns.
+
+    `preset` names a known dataset's mapping; `mapping` ({canonical: column}) overrides it.
+    A Hub id whose preset is known gets that preset without asking.
+    """
+    source = str(source)
+    mapping = dict(mapping or {})
+    path = Path(source)
+    manifest = None
+    if path.is_dir():
+        raw, fingerprint, manifest = _read_folder(path)
+        kind, name = "folder", path.name
+    elif path.is_file():
+        raw = read_table(path)
+        fingerprint, kind, name = file_sha256(path), "file", path.stem
+    elif looks_like_hub_id(source):
+        raw, fingerprint = _read_hub(source, split)
+        kind, name = "hub", source
+        if preset is None and (known := preset_for_hub_id(source)):
+            preset = known.name
+    else:
+        raise InputError(f"{source}: no such file or folder (and not a Hub id of the form owner/name)")
+
+    chosen = get_preset(preset) if preset else None
+    frame = to_canonical(raw, where=source, name=_slug(chosen.name if chosen else name), preset=chosen,
+                         mapping=mapping, require=require)
+    info = InputInfo(name=name, kind=kind, path=source, fingerprint=fingerprint, rows=frame.height,
+                     preset=chosen.name if chosen else None, mapping=mapping,
+                     split=split if kind == "hub" else None)
+    return Loaded(frame=frame, info=info, manifest=manifest)
+
+
+# --------------------------------------------------------------------------------------------
+# mapping onto the canonical columns
+
+
+def to_canonical(
+    raw: pl.DataFrame,
+    *,
+    where: str,
+    name: str,
+    preset: Preset | None = None,
+    mapping: dict[str, str] | None = None,
+    require: tuple[str, ...] = REQUIRED_TEXT,
+) -> pl.DataFrame:
+    """Rename, derive and fill columns so that `raw` has the canonical schema."""
+    wanted = dict(preset.columns) if preset else {}
+    wanted.update(mapping or {})
+    for key in list(wanted):
+        if key not in (*CANONICAL, *OPTIONAL):
+            raise InputError(
+                f"--map names '{key}', which is not a canonical column; use one of {', '.join((*CANONICAL, *OPTIONAL))}"
+            )
+    # Canonical columns already present under their own name map to themselves.
+    for key in (*CANONICAL, *OPTIONAL):
+        if key not in wanted and key in raw.columns:
+            wanted[key] = key
+    absent = {key: col for key, col in wanted.items() if col not in raw.columns}
+    for key, col in absent.items():
+        if key in require and not (preset and preset.derive and key == "output"):
+            hint = f"--map {key}=COLUMN" if key == col else f"--map {key}=COLUMN (the mapping asked for '{col}')"
+            raise InputError(
+                f"{where}: missing required column '{key}'; columns found: {', '.join(raw.columns) or '(none)'}; "
+                f"pass {hint} or --preset NAME"
+            )
+        del wanted[key]
+    used = set(wanted.values())
+    selected = [pl.col(col).alias(key) for key, col in wanted.items()]
+    extras = [pl.col(c) for c in raw.columns if c not in used and c not in wanted]
+    frame = raw.select(selected + extras)
+    if preset and preset.derive:
+        frame = preset.derive(frame)
+    for key in require:
+        if key not in frame.columns:
+            raise InputError(
+                f"{where}: missing required column '{key}'; columns found: {', '.join(raw.columns)}; "
+                f"pass --map {key}=COLUMN or --preset NAME"
+            )
+    text = [c for c in ("instruction", "input", "output", "source", *OPTIONAL) if c in frame.columns]
+    frame = frame.with_columns([pl.col(c).cast(pl.String) for c in text])
+    if "input" not in frame.columns:
+        frame = frame.with_columns(pl.lit("", dtype=pl.String).alias("input"))
+    if "source" not in frame.columns:
+        frame = frame.with_columns(pl.lit(name, dtype=pl.String).alias("source"))
+    frame = frame.with_columns(pl.col("input").fill_null(""), pl.col("source").fill_null(name))
+    frame = _with_ids(frame, where=where, name=name)
+    return canonical_order(frame)
+
+
+def _with_ids(frame: pl.DataFrame, *, where: str, name: str) -> pl.DataFrame:
+    """Keep source ids when present (they must be unique), else derive name-position ids."""
+    if "id" in frame.columns:
+        frame = frame.with_columns(pl.col("id").cast(pl.String))
+        nulls = frame.with_row_index("_row").filter(pl.col("id").is_null())
+        if nulls.height:
+            raise InputError(
+                f"{where}: row {nulls['_row'][0] + 1} has no id; fill the 'id' column or remove it to derive ids from row positions"
+            )
+        dupes = frame.with_row_index("_row").filter(pl.col("id").is_duplicated()).head(2)
+        if dupes.height:
+            rows = " and ".join(str(r + 1) for r in dupes["_row"])
+            raise InputError(
+                f"{where}: id '{dupes['id'][0]}' is not unique (rows {rows}); make ids unique, "
+                f"or drop the 'id' column to derive ids from row positions"
+            )
+        return frame
+    width = max(6, len(str(frame.height)))
+    ids = pl.format(f"{name}-{{}}", pl.int_range(pl.len(), dtype=pl.Int64).cast(pl.String).str.zfill(width))
+    return frame.with_columns(ids.alias("id"))
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^0-9A-Za-z가-힣._-]+", "-", name.split("/")[-1]).strip("-").lower() or "rows"
+
+
+# --------------------------------------------------------------------------------------------
+# readers
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return "sha256:" + digest.hexdigest()
+
+
+def read_table(path: Path) -> pl.DataFrame:
+    """Read one local file; every failure becomes a one-line error naming the file and line."""
+    suffix = path.suffix.lower()
+    if suffix not in FILE_SUFFIXES:
+        raise InputError(f"{path}: unsupported file type '{suffix}'; use one of {', '.join(FILE_SUFFIXES)}")
+    if suffix == ".parquet":
+        try:
+            return pl.read_parquet(path)
+        except Exception as exc:  # polars raises several types for a corrupt file
+            raise InputError(f"{path}: not a readable parquet file ({_first_line(exc)})") from None
+    data = path.read_bytes()
+    text = _decode_utf8(path, data)
+    if suffix in (".csv", ".tsv"):
+        try:
+            return pl.read_csv(data, separator="\t" if suffix == ".tsv" else ",", infer_schema_length=0)
+        except Exception as exc:
+            raise InputError(f"{path}: malformed {suffix[1:].upper()} ({_first_line(exc)}); check quoting and column counts") from None
+    if suffix == ".json":
+        stripped = text.lstrip()
+        if stripped.startswith("["):
+            try:
+                rows = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{path}:{exc.lineno}: malformed JSON ({exc.msg} at column {exc.colno}); fix that line") from None
+            return _rows_to_frame(path, rows)
+        # Many ".json" files on the Hub are JSON Lines.
+    return _read_jsonl(path, data, text)
+
+
+def _decode_utf8(path: Path, data: bytes) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise InputError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at column {column}); "
+            f"re-save the file as UTF-8 (e.g. iconv -f cp949 -t utf-8)"
+        ) from None
+
+
+def _read_jsonl(path: Path, data: bytes, text: str) -> pl.DataFrame:
+    try:
+        frame = pl.read_ndjson(data, infer_schema_length=None)
+        if frame.height or not text.strip():
+            return frame
+    except Exception:
+        pass
+    # Slow path: find the line at fault so the error can name it.
+    rows = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(
+                f"{path}:{number}: malformed JSON line ({exc.msg} at column {exc.colno}); fix or delete that line"
+            ) from None
+        if not isinstance(row, dict):
+            raise InputError(f"{path}:{number}: expected a JSON object per line, found {type(row).__name__}")
+        rows.append(row)
+    return _rows_to_frame(path, rows)
+
+
+def _rows_to_frame(path: Path, rows) -> pl.DataFrame:
+    if not isinstance(rows, list) or any(not isinstance(r, dict) for r in rows):
+        raise InputError(f"{path}: expected a list of JSON objects (one per row)")
+    try:
+        return pl.DataFrame(rows, infer_schema_length=None)
+    except Exception as exc:
+        raise InputError(f"{path}: rows have inconsistent types ({_first_line(exc)}); make each column one type") from None
+
+
+def data_files(folder: Path, split: str = "train") -> list[Path]:
+    """The parquet shards of `split` in a Hub-layout folder."""
+    return sorted((folder / "data").glob(f"{split}-*.parquet"))
+
+
+def _read_folder(folder: Path) -> tuple[pl.DataFrame, str, dict | None]:
+    files = data_files(folder)
+    if not files:
+        supported = sorted(p for p in folder.iterdir() if p.suffix.lower() in FILE_SUFFIXES)
+        if len(supported) == 1:
+            return read_table(supported[0]), file_sha256(supported[0]), None
+        raise InputError(
+            f"{folder}: no data/train-*.parquet shards (not a dataset folder); pass a file or a folder written by kocurate"
+        )
+    frame = pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed")
+    manifest_path = folder / "manifest.json"
+    manifest = None
+    if manifest_path.is_file():
+        try:
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{manifest_path}:{exc.lineno}: malformed manifest ({exc.msg}); rebuild the folder") from None
+    fingerprint = (manifest or {}).get("data_fingerprint") or _files_fingerprint(files)
+    return frame, fingerprint, manifest
+
+
+def _files_fingerprint(files: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(file_sha256(f).encode())
+    return "sha256:" + digest.hexdigest()
+
+
+def _read_hub(hub_id: str, split: str) -> tuple[pl.DataFrame, str]:
+    import datasets  # heavy: only when a Hub id is asked for
+
+    try:
+        ds = datasets.load_dataset(hub_id, split=split)
+    except Exception as exc:
+        raise InputError(
+            f"{hub_id}: could not load from the Hugging Face Hub ({_first_line(exc)}); offline or unknown? "
+            f"download it once (e.g. `hf download --repo-type dataset {hub_id} --local-dir DIR`) and pass the local path"
+        ) from None
+    revision = getattr(ds.info, "version", None)
+    fingerprint = f"hub:{hub_id}@{ds._fingerprint}" if hasattr(ds, "_fingerprint") else f"hub:{hub_id}@{revision}"
+    return pl.from_arrow(ds.data.table), fingerprint
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__

@@ -1,0 +1,64 @@
+"""manifest.json: how a dataset folder was made (inputs, steps, seed, tool version)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .. import __version__
+
+
+@dataclass
+class StepRecord:
+    """One step's parameters and what it did."""
+
+    name: str
+    params: dict
+    rows_in: int
+    rows_out: int
+    removed: dict[str, int] = field(default_factory=dict)  # reason -> rows
+    seconds: float = 0.0
+    tool_version: str = __version__
+    stats: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Manifest:
+    """Everything needed to know, and redo, how a folder was made."""
+
+    inputs: list[dict] = field(default_factory=list)
+    steps: list[dict] = field(default_factory=list)
+    seed: int | None = None
+    tool: str = "kocurate"
+    tool_version: str = __version__
+    created: str = ""
+    rows: int = 0
+    removed_rows: int = 0
+    columns: list[str] = field(default_factory=list)
+    data_fingerprint: str = ""
+    recipe: str | None = None
+    #: provenance of the inputs' own folders (their manifests), so history is never lost
+    parents: list[dict] = field(default_factory=list)
+
+    def add_step(self, record: StepRecord) -> None:
+        self.steps.append(record.to_dict())
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["created"] = data["created"] or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        return data
+
+    def write(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+
+
+def read_manifest(folder: str | Path) -> dict | None:
+    path = Path(folder) / "manifest.json"
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))

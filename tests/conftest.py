@@ -1,0 +1,46 @@
+"""Shared fixtures: the samples, the KoBEST fixture, and tiny models built once per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# No test may reach the network: models and data come from local folders only.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from tiny_models import REPO, SAMPLES, build_gpt_neox, build_llama, build_st_encoder  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def samples() -> Path:
+    return SAMPLES
+
+
+@pytest.fixture(scope="session")
+def kobest_dir() -> Path:
+    return SAMPLES / "kobest"
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt_neox(tmp_path_factory) -> Path:
+    return build_gpt_neox(tmp_path_factory.mktemp("tiny-gpt-neox"))
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory) -> Path:
+    return build_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def tiny_st_encoder(tmp_path_factory) -> Path:
+    return build_st_encoder(tmp_path_factory.mktemp("tiny-st"))
