@@ -109,9 +109,11 @@ def to_canonical(
             raise InputError(
                 f"--map names '{key}', which is not a canonical column; use one of {', '.join((*CANONICAL, *OPTIONAL))}"
             )
-    # Canonical columns already present under their own name map to themselves.
+    # Canonical columns already present under their own name map to themselves, unless a
+    # mapping consumed that column for something else (CoT-Collection's `source` is the question).
+    consumed = set(wanted.values())
     for key in (*CANONICAL, *OPTIONAL):
-        if key not in wanted and key in raw.columns:
+        if key not in wanted and key in raw.columns and key not in consumed:
             wanted[key] = key
     absent = {key: col for key, col in wanted.items() if col not in raw.columns}
     for key, col in absent.items():
