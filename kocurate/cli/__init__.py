@@ -58,3 +58,8 @@ def main() -> None:
     Every command writes a dataset folder in Hub layout (data/, removed/, manifest.json,
     README.md) and never touches its input.
     """
+    # Every folder a command writes gets the full dataset card (cheap: jinja2 loads on use).
+    from ..publish.card import default_card_renderer
+    from ..records.folder import set_default_card_renderer
+
+    set_default_card_renderer(default_card_renderer)

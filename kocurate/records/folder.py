@@ -20,6 +20,15 @@ SHARD_ROWS = 500_000
 
 CardRenderer = Callable[[Path, dict], str]
 
+# The CLI installs the publish room's full card renderer here; records cannot import publish.
+_DEFAULT_RENDERER: CardRenderer | None = None
+
+
+def set_default_card_renderer(render: CardRenderer | None) -> None:
+    """Make `render` the card of every folder written without an explicit renderer."""
+    global _DEFAULT_RENDERER
+    _DEFAULT_RENDERER = render
+
 
 def check_output(out: str | Path, inputs: list[str | Path], overwrite: bool = False) -> Path:
     """Refuse an output that is an input, lies inside one, or holds something (without overwrite)."""
@@ -68,7 +77,7 @@ def write_dataset_folder(
         manifest.columns = kept.columns
         manifest.data_fingerprint = _fingerprint(shards)
         manifest.write(tmp / "manifest.json")
-        render = render_card or minimal_card
+        render = render_card or _DEFAULT_RENDERER or minimal_card
         (tmp / "README.md").write_text(render(tmp, manifest.to_dict()), encoding="utf-8")
         _replace(tmp, out, overwrite)
     except BaseException:

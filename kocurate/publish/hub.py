@@ -1,0 +1,296 @@
+"""`push-to-hub`: validate a dataset folder locally, then upload it to the Hub in ONE commit.
+
+Everything that can be checked without the network is checked first (`plan_push`): the folder
+has data, a manifest and a card that validates against its files, the repo id is well formed,
+the decontamination report lists no remaining benchmark matches, and a token exists. Only then
+does `push` talk to the Hub: create the repo (private by default, idempotent), create the branch
+for `--revision` if needed, and one `create_commit` holding every file, so a failed upload
+leaves the remote exactly as it was. Transient errors (429, 5xx, dropped connections) are
+retried with exponential backoff; huggingface_hub itself also retries its preupload, LFS and
+upload calls, but not repo creation or the commit, which is why this module wraps those.
+
+The token is read from --token-file, HF_TOKEN or the huggingface_hub login and handed to
+huggingface_hub only, which sends it in the Authorization header; it is never printed, logged,
+stored in the plan or written anywhere.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ..errors import InputError, KocurateError
+from .card import Contamination, check_folder, read_contamination, validate_card
+
+#: the layout a kocurate folder publishes; anything else in the folder stays local
+PUBLISHED = ("README.md", "manifest.json", "data/*.parquet", "removed/*.parquet")
+DEFAULT_ENDPOINT = "https://huggingface.co"
+TRANSIENT_STATUS = (408, 429, 500, 502, 503, 504)
+#: seconds before the first retry (doubles each time); tests shorten it
+RETRY_WAIT = 1.0
+_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class PushError(KocurateError):
+    """The Hub refused or failed the upload; the message says what to do."""
+
+
+@dataclass
+class PlannedFile:
+    path_in_repo: str
+    local: Path
+    size: int
+
+
+@dataclass
+class PushPlan:
+    folder: Path
+    repo_id: str
+    files: list[PlannedFile]
+    skipped: list[str]
+    contamination: Contamination
+    rows: int
+    endpoint: str
+    private: bool = True
+    revision: str | None = None
+    create_pr: bool = False
+    commit_message: str = ""
+    token_source: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+@dataclass
+class PushResult:
+    plan: PushPlan
+    repo_url: str
+    commit_url: str
+    commit_oid: str
+    pr_url: str | None
+    attempts: dict[str, int]
+    seconds: float
+
+
+def check_repo_id(repo_id: str) -> str:
+    """NAMESPACE/NAME as the Hub accepts it, or a one-line error."""
+    fix = "expected NAMESPACE/NAME of letters, digits, '-', '_' and '.' (e.g. me/koquality-1pct)"
+    if not repo_id or not _REPO_ID.match(repo_id) or "--" in repo_id or ".." in repo_id or repo_id.endswith(".git") or len(repo_id) > 96:
+        raise InputError(f"invalid repo id '{repo_id}': {fix}")
+    try:
+        from huggingface_hub.utils import validate_repo_id
+
+        validate_repo_id(repo_id)
+    except Exception as exc:  # HFValidationError
+        raise InputError(f"invalid repo id '{repo_id}': {' '.join(str(exc).split())}; {fix}") from None
+    return repo_id
+
+
+def check_endpoint(endpoint: str | None) -> str:
+    endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+    if not re.match(r"^https?://[^/\s]+", endpoint):
+        raise InputError(f"--endpoint '{endpoint}' is not an http(s) URL; pass e.g. https://huggingface.co or http://127.0.0.1:8080")
+    return endpoint
+
+
+def resolve_token(token_file: str | os.PathLike | None = None) -> tuple[str | None, str | None]:
+    """(token, where it came from). Order: --token-file, HF_TOKEN, the huggingface_hub login."""
+    if token_file:
+        path = Path(token_file)
+        if not path.is_file():
+            raise InputError(f"--token-file {path}: no such file; write your Hub token into it (one line) or use HF_TOKEN")
+        token = path.read_text(encoding="utf-8").strip()
+        if not token:
+            raise InputError(f"--token-file {path}: the file is empty; put your Hub token in it (one line)")
+        if "\n" in token or " " in token:
+            raise InputError(f"--token-file {path}: expected one token on one line")
+        return token, f"--token-file {path}"
+    token = os.environ.get("HF_TOKEN", "").strip()
+    if token:
+        return token, "HF_TOKEN"
+    try:
+        from huggingface_hub import get_token
+
+        token = get_token()
+    except Exception:  # a broken login file or OIDC setup: treat as no login
+        token = None
+    if token:
+        return token, "huggingface_hub login"
+    return None, None
+
+
+def plan_push(
+    folder: str | os.PathLike,
+    repo_id: str,
+    *,
+    allow_contaminated: bool = False,
+    endpoint: str | None = None,
+    private: bool = True,
+    revision: str | None = None,
+    create_pr: bool = False,
+    commit_message: str | None = None,
+) -> PushPlan:
+    """Every local check, in the order a user would fix them; no network."""
+    folder, manifest = check_folder(folder)
+    repo_id = check_repo_id(repo_id)
+    endpoint = check_endpoint(endpoint)
+    if revision is not None and (not revision.strip() or revision.startswith(("/", "-")) or ".." in revision or " " in revision):
+        raise InputError(f"--revision '{revision}' is not a valid branch name; pass e.g. --revision main or --revision v2")
+
+    readme = folder / "README.md"
+    if not readme.is_file():
+        raise InputError(f"{readme}: missing; render the dataset card with `kocurate card {folder}` first")
+    problems = validate_card(readme.read_text(encoding="utf-8"), folder)
+    if problems:
+        raise InputError(f"{readme}: {problems[0]}; refresh it with `kocurate card {folder}`")
+
+    contamination = read_contamination(folder, manifest)
+    if contamination.remaining and not allow_contaminated:
+        example = ""
+        if contamination.remaining_examples:
+            e = contamination.remaining_examples[0]
+            example = f" (e.g. row {e.get('id')} ~ {e.get('dup_of') or e.get('benchmark_item')})"
+        raise InputError(
+            f"{folder}: the decontamination report still lists {contamination.remaining:,} benchmark matches in data/{example}; "
+            f"remove them with `kocurate decontaminate`, or pass --allow-contaminated to publish anyway"
+        )
+
+    files, skipped = [], []
+    published: set[Path] = set()
+    for pattern in PUBLISHED:
+        for path in sorted(folder.glob(pattern)):
+            if path.is_file():
+                published.add(path)
+                files.append(PlannedFile(path.relative_to(folder).as_posix(), path, path.stat().st_size))
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and path not in published:
+            skipped.append(path.relative_to(folder).as_posix())
+
+    import pyarrow.parquet as pq
+
+    rows = sum(pq.read_metadata(f.local).num_rows for f in files if f.path_in_repo.startswith("data/"))
+    if rows == 0:
+        raise InputError(f"{folder}: data/ holds 0 rows; there is nothing to publish")
+    warnings = []
+    if not contamination.checked:
+        warnings.append("no decontamination step ran on this data; the card says so")
+    elif contamination.remaining:
+        warnings.append(f"publishing with {contamination.remaining:,} benchmark matches still in data/ (--allow-contaminated)")
+    text = readme.read_text(encoding="utf-8")
+    if repo_id not in text:
+        warnings.append(f"the card's load example does not name {repo_id}; `kocurate card {folder} --repo-id {repo_id}` fixes it")
+    message = commit_message or f"Upload {folder.name} ({rows:,} rows) with kocurate"
+    return PushPlan(folder, repo_id, files, skipped, contamination, rows, endpoint, private, revision, create_pr,
+                    message, warnings=warnings)
+
+
+def _status(exc: BaseException) -> int | None:
+    response = getattr(exc, "response", None)
+    return getattr(response, "status_code", None)
+
+
+def _transient(exc: BaseException) -> bool:
+    status = _status(exc)
+    if status is not None:
+        return status in TRANSIENT_STATUS
+    name = type(exc).__name__
+    return any(k in name for k in ("Timeout", "NetworkError", "ConnectError", "RemoteProtocolError", "ReadError", "WriteError"))
+
+
+def _with_retries(what: str, call: Callable, attempts: dict, retries: int, on_retry: Callable | None):
+    for attempt in range(retries + 1):
+        attempts[what] = attempt + 1
+        try:
+            return call()
+        except Exception as exc:
+            if attempt < retries and _transient(exc):
+                wait = RETRY_WAIT * (2 ** attempt)
+                if on_retry:
+                    on_retry(what, attempt + 1, _status(exc) or type(exc).__name__, wait)
+                time.sleep(wait)
+                continue
+            raise
+
+
+def _explain(exc: BaseException, plan: PushPlan, what: str, token_source: str | None, attempts: dict) -> PushError:
+    """One line for the user: what the Hub said, and what to do."""
+    status = _status(exc)
+    where = plan.endpoint
+    nothing = "nothing was committed"
+    if status == 401:
+        return PushError(f"the Hub at {where} rejected the token from {token_source} (401 Unauthorized) during {what}; "
+                         f"create a write token at {where}/settings/tokens and pass it with --token-file, HF_TOKEN or `hf auth login`")
+    if status == 403:
+        namespace = plan.repo_id.split("/")[0]
+        return PushError(f"the token from {token_source} may not write to {plan.repo_id} (403 Forbidden) during {what}; "
+                         f"use a token with write access to '{namespace}'; {nothing}")
+    if status == 404:
+        rev = f" or revision '{plan.revision}'" if plan.revision else ""
+        return PushError(f"{plan.repo_id}{rev} not found at {where} (404) during {what}; check the repo id and --revision; {nothing}")
+    if status in TRANSIENT_STATUS:
+        return PushError(f"the Hub at {where} kept failing with HTTP {status} during {what} after {attempts.get(what, 1)} attempts; "
+                         f"{nothing} (the upload is one commit): run the same command again later")
+    if status is not None:
+        detail = " ".join(str(getattr(exc, "server_message", "") or exc).split())[:200]
+        return PushError(f"the Hub at {where} answered HTTP {status} during {what}: {detail}; {nothing}")
+    if _transient(exc):
+        return PushError(f"cannot reach {where} during {what} ({type(exc).__name__}); check --endpoint and the network; {nothing}")
+    detail = " ".join(str(exc).split())[:200]
+    return PushError(f"upload to {where} failed during {what}: {type(exc).__name__}: {detail}; {nothing}")
+
+
+def push(
+    plan: PushPlan,
+    token: str,
+    *,
+    token_source: str | None = None,
+    retries: int = 4,
+    on_retry: Callable | None = None,
+) -> PushResult:
+    """Create the repo (if needed) and upload the planned files in one commit."""
+    from huggingface_hub import CommitOperationAdd, HfApi, constants
+
+    if not token:
+        raise InputError("no Hub token: pass --token-file FILE, set HF_TOKEN, or log in with `hf auth login`")
+    if constants.is_offline_mode():
+        raise InputError("HF_HUB_OFFLINE is set, so huggingface_hub will not upload; unset HF_HUB_OFFLINE (and TRANSFORMERS_OFFLINE) to push")
+    start = time.perf_counter()
+    api = HfApi(endpoint=plan.endpoint, token=token, library_name="kocurate")
+    attempts: dict[str, int] = {}
+    what = "create repo"
+    try:
+        repo_url = _with_retries(what, lambda: api.create_repo(plan.repo_id, repo_type="dataset", private=plan.private, exist_ok=True),
+                                 attempts, retries, on_retry)
+        if plan.revision and plan.revision != "main" and not plan.create_pr:
+            what = "create branch"
+            _with_retries(what, lambda: api.create_branch(plan.repo_id, branch=plan.revision, repo_type="dataset", exist_ok=True),
+                          attempts, retries, on_retry)
+        what = "commit"
+
+        def commit():
+            operations = [CommitOperationAdd(path_in_repo=f.path_in_repo, path_or_fileobj=str(f.local)) for f in plan.files]
+            return api.create_commit(
+                plan.repo_id,
+                operations,
+                commit_message=plan.commit_message,
+                commit_description=f"{plan.rows:,} rows; {len(plan.files)} files; made with kocurate",
+                repo_type="dataset",
+                revision=plan.revision,
+                create_pr=plan.create_pr,
+            )
+
+        info = _with_retries(what, commit, attempts, retries, on_retry)
+    except KocurateError:
+        raise
+    except Exception as exc:
+        error = _explain(exc, plan, what, token_source, attempts)
+        message = str(error).replace(token, "***") if token else str(error)
+        raise PushError(message) from None
+    return PushResult(plan, str(repo_url), str(info.commit_url), str(info.oid), getattr(info, "pr_url", None), attempts,
+                      round(time.perf_counter() - start, 2))
