@@ -189,7 +189,8 @@ def _eval_unit(config, unit: Unit, adapter: Path | None, log) -> tuple[dict, boo
     result = evaluate(EvalConfig(
         model=config.base, adapter=str(adapter) if adapter else None, tasks=list(config.tasks),
         shots=list(config.shots), protocol=config.protocol, data_dir=config.data_dir, limit=config.limit,
-        batch_size=config.eval_batch_size, seed=unit.seed or 0, output_dir=unit.folder / "eval",
+        # seed None: the protocol's own few-shot seed, so every arm sees the same prompts
+        batch_size=config.eval_batch_size, seed=None, output_dir=unit.folder / "eval",
     ))
     scores: dict = {}
     for task in config.tasks:
