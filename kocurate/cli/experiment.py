@@ -35,7 +35,7 @@ def _ints(text: str) -> list[int]:
 @click.option("--max-steps", type=int, default=None, help="Stop training each adapter after N optimizer steps.")
 @click.option("--epochs", type=float, default=1.0, show_default=True)
 @click.option("--batch-size", type=int, default=4, show_default=True)
-@click.option("--learning-rate", type=float, default=3e-4, show_default=True)
+@click.option("--learning-rate", type=float, default=None, help="Default: the trainer's per method (LoRA 3e-4, IA3 3e-3).")
 @click.option("--max-length", type=int, default=512, show_default=True)
 @click.option("--eval-batch-size", default="auto", show_default=True)
 @click.option("--metric", type=click.Choice(["f1", "acc"]), default="f1", show_default=True, help="Macro F1 is what the seeds' tables report.")

@@ -37,7 +37,7 @@ class TrainEvalConfig:
     max_steps: int | None = None
     epochs: float = 1.0
     batch_size: int = 4
-    learning_rate: float = 3e-4
+    learning_rate: float | None = None  # None: the trainer's per-method default (LoRA 3e-4, IA3 3e-3)
     max_length: int = 512
     eval_batch_size: str = "auto"
     metric: str = "f1"
@@ -159,12 +159,8 @@ def _train_unit(config, unit: Unit, data: str, fingerprint: str, log) -> tuple[d
     log(f"{unit.arm} seed {unit.seed}: training on {data}")
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     fields = {k: v for k, v in _train_config_fields(config).items() if k in names and v is not None}
-    train_config = TrainConfig(data=data, output_dir=adapter, seed=unit.seed, overwrite=True, **fields) \
-        if "overwrite" in names else TrainConfig(data=data, output_dir=adapter, seed=unit.seed, **fields)
-    if adapter.exists() and "overwrite" not in names:
-        import shutil
-
-        shutil.rmtree(adapter)
+    # A stale or half-finished adapter of this unit is replaced, never resumed with other data.
+    train_config = TrainConfig(data=data, output_dir=adapter, seed=unit.seed, overwrite=True, **fields)
     started = time.perf_counter()
     result = train(train_config)
     report = dict(result.report)

@@ -1,0 +1,431 @@
+"""`kocurate train`: templates and labels, PEFT defaults and dry-run counts, training on tiny models,
+adapter reload, resume, merge, and one-line errors for bad input. CPU only; tiny models."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from kocurate.cli import main
+from kocurate.errors import InputError
+from kocurate.train import TEMPLATES, TrainConfig, get_template, train
+from kocurate.train.config import cli_fields
+from kocurate.train.templates import IGNORE_INDEX, check_max_length, encode_rows
+
+# peft 0.21 still calls transformers' pre-v5 names; that is theirs to fix, not a failure here
+pytestmark = pytest.mark.filterwarnings("ignore:.*will be removed in v6:FutureWarning")
+
+CONFIGS = Path(__file__).parent / "data" / "configs"
+
+ROWS = [
+    {"instruction": "서울의 유명한 궁궐을 알려 주세요.", "input": "", "output": "경복궁과 창덕궁이 유명합니다."},
+    {"instruction": "김치찌개는 어떻게 끓이나요?", "input": "", "output": "잘 익은 김치와 돼지고기를 먼저 볶은 뒤 물을 붓고 끓입니다."},
+    {"instruction": "다음 문장의 감정을 분류하세요.", "input": "영화가 정말 지루했다.", "output": "부정"},
+    {"instruction": "지구는 태양 주위를 도나요?", "input": "", "output": "예, 지구는 일 년에 한 번 태양 주위를 돕니다."},
+]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models gain nothing from threads, and idle threads spinning on a shared 2-core box cost a lot."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def write_rows(path: Path, rows: list[dict], repeat: int = 1) -> Path:
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows * repeat) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory) -> Path:
+    return write_rows(tmp_path_factory.mktemp("train-data") / "rows.jsonl", ROWS, repeat=4)
+
+
+def _scaled_head(src: Path, dst: Path, scale: float = 10.0) -> Path:
+    """The fixture model with its output head scaled up, as a pretrained head would be.
+
+    A random head of std 0.02 over a 64-wide LayerNorm output caps every logit margin near 1.3, so no
+    adapter can push the loss far below ln(vocab); scaling the (frozen) head lifts that ceiling.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if (dst / "config.json").is_file():
+        return dst
+    model = AutoModelForCausalLM.from_pretrained(src)
+    with torch.no_grad():
+        model.get_output_embeddings().weight.mul_(scale)
+    model.save_pretrained(dst)
+    AutoTokenizer.from_pretrained(src).save_pretrained(dst)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def neox(tiny_gpt_neox, tmp_path_factory) -> Path:
+    return _scaled_head(tiny_gpt_neox, tmp_path_factory.mktemp("neox-head"))
+
+
+@pytest.fixture(scope="module")
+def llama(tiny_llama, tmp_path_factory) -> Path:
+    return _scaled_head(tiny_llama, tmp_path_factory.mktemp("llama-head"))
+
+
+def cfg(data, base, out, **kw) -> TrainConfig:
+    values = dict(data=str(data), base=str(base), output_dir=out, max_steps=30, batch_size=4, template="koalpaca",
+                  warmup_ratio=0.0, lr_scheduler="constant", logging_steps=10, learning_rate=1e-2)
+    values.update(kw)
+    return TrainConfig(**values)
+
+
+def tokenizer_of(path: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
+
+
+# ------------------------------------------------------------------------------------------------
+# config <-> CLI
+
+
+def test_every_config_field_is_one_cli_option_and_back():
+    command = main.get_command(None, "train")
+    params = {p.name: p for p in command.params if p.name != "help"}
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    assert set(params) == set(fields)
+    for name, f in fields.items():
+        flag = f.metadata["flag"]
+        if f.metadata["argument"]:
+            assert params[name].param_type_name == "argument"
+        else:
+            assert flag in params[name].opts, (name, params[name].opts)
+    assert [f.name for f in cli_fields()] == list(fields)
+
+
+def test_train_help_loads_no_model_library():
+    code = ("import sys; from click.testing import CliRunner; from kocurate.cli import main; "
+            "r = CliRunner().invoke(main, ['train', '--help']); assert r.exit_code == 0, r.output; "
+            "assert '--lora-r' in r.output and 'koalpaca' in r.output; "
+            "print(sorted(m for m in ('torch', 'transformers', 'peft', 'accelerate') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_config_rejects_bad_values_in_one_line():
+    with pytest.raises(InputError, match="--method dora"):
+        TrainConfig(data="x", base="y", output_dir="z", method="dora")
+    with pytest.raises(InputError, match="--resume and --overwrite"):
+        TrainConfig(data="x", base="y", output_dir="z", resume=True, overwrite=True)
+    assert TrainConfig(data="x", base="y", output_dir="z", target_modules="q_proj, v_proj").target_modules == ("q_proj", "v_proj")
+
+
+# ------------------------------------------------------------------------------------------------
+# templates and labels
+
+
+def test_templates_hold_the_spec_strings():
+    row = {"instruction": "I", "input": "", "output": "O"}
+    with_input = {"instruction": "I", "input": "C", "output": "O"}
+
+    def full(name, r):
+        prompt, response = TEMPLATES[name].render(r)
+        return prompt + response
+
+    assert full("koalpaca", row) == "### 질문: I\n\n### 답변: O"
+    assert full("koalpaca", with_input) == "### 질문: I\n\n### 맥락: C\n\n### 답변: O"
+    assert full("kullm", with_input) == (
+        "아래는 작업을 설명하는 명령어와 추가 컨텍스트를 제공하는 입력이 짝을 이루는 예제입니다. 요청을 적절히 완료하는 "
+        "응답을 작성하세요.\n\n### 명령어:\nI\n\n### 입력:\nC\n\n### 응답:\nO")
+    assert full("kullm", row) == ("아래는 작업을 설명하는 명령어입니다. 요청을 적절히 완료하는 응답을 작성하세요.\n\n"
+                                  "### 명령어:\nI\n\n### 응답:\nO")
+    assert full("koquality", row) == "### 질문: I### 답변: O"
+    assert full("alpaca", row).startswith("Below is an instruction that describes a task. Write a response")
+    assert full("alpaca", with_input).endswith("### Instruction:\nI\n\n### Input:\nC\n\n### Response:\nO")
+    assert full("cot", {"instruction": "Q", "output": "because [RESULT] A"}) == "Q\n\nbecause [RESULT] A"
+    # the space before {output} belongs to the answer, so the answer's first word tokenizes as in running text
+    assert TEMPLATES["koalpaca"].render(row) == ("### 질문: I\n\n### 답변:", " O")
+
+
+def test_custom_template_from_file(tmp_path):
+    (tmp_path / "t.txt").write_text("<질문> {instruction} {input}\n<답> {output}\n", encoding="utf-8")
+    prompt, response = get_template(str(tmp_path / "t.txt")).render({"instruction": "I", "output": "O"})
+    assert (prompt, response) == ("<질문> I \n<답>", " O")
+    (tmp_path / "t.json").write_text(json.dumps({"with_input": "Q {instruction} C {input} A {output}",
+                                                 "without_input": "Q {instruction} A {output}"}), encoding="utf-8")
+    assert "".join(get_template(str(tmp_path / "t.json")).render({"instruction": "I", "output": "O"})) == "Q I A O"
+    (tmp_path / "bad.txt").write_text("{instruction} {answer}", encoding="utf-8")
+    with pytest.raises(InputError, match=r"unknown field \{answer\}"):
+        get_template(str(tmp_path / "bad.txt"))
+
+
+def test_prompt_labels_are_masked_and_response_labels_are_not(tiny_gpt_neox):
+    tok = tokenizer_of(tiny_gpt_neox)
+    template = TEMPLATES["kullm"]
+    enc = encode_rows(ROWS, template, tok, max_length=256)
+    for row, ids, labels in zip(ROWS, enc.input_ids, enc.labels):
+        prompt, response = template.render(row)
+        n_prompt = len(tok(prompt)["input_ids"])
+        assert labels[:n_prompt] == [IGNORE_INDEX] * n_prompt
+        assert labels[n_prompt:] == ids[n_prompt:] and all(t != IGNORE_INDEX for t in labels[n_prompt:])
+        assert ids[-1] == tok.eos_token_id  # EOS appended and trained on
+        assert tok.decode(ids[n_prompt:-1]) == response
+    both = encode_rows(ROWS, template, tok, max_length=256, train_on_inputs=True)
+    assert both.labels == both.input_ids
+
+
+def test_max_length_cuts_rows_counts_them_and_packing_fills_blocks(tiny_gpt_neox):
+    tok = tokenizer_of(tiny_gpt_neox)
+    template = TEMPLATES["koalpaca"]
+    full = encode_rows(ROWS, template, tok, max_length=512)
+    cut = max(len(x) for x in full.input_ids) - 3
+    enc = encode_rows(ROWS, template, tok, max_length=cut)
+    assert enc.truncated == sum(len(x) > cut for x in full.input_ids) >= 1
+    assert max(len(x) for x in enc.input_ids) == cut
+    packed = encode_rows(ROWS * 3, template, tok, max_length=32, packing=True)
+    assert all(len(x) == 32 for x in packed.input_ids[:-1])
+    assert packed.label_tokens == encode_rows(ROWS * 3, template, tok, max_length=512).label_tokens
+
+
+# ------------------------------------------------------------------------------------------------
+# PEFT defaults and dry-run counts
+
+
+@pytest.mark.parametrize("name, method, expected", [
+    ("polyglot-ko-5.8b", "lora", 3_670_016), ("polyglot-ko-5.8b", "ia3", 802_816),
+    ("polyglot-ko-1.3b", "lora", 1_572_864), ("polyglot-ko-1.3b", "ia3", 344_064),
+    ("llama-2-ko-7b", "lora", 4_194_304), ("llama-2-ko-7b", "ia3", 614_400),
+])
+def test_dry_run_counts_match_the_published_runs(name, method, expected, tmp_path):
+    result = train(TrainConfig(data="unused", base=str(CONFIGS / f"{name}.json"), output_dir=tmp_path / "a",
+                               method=method, lora_r=8, dry_run=True))
+    assert result.report["trainable_params"] == expected
+    assert result.report["total_params"] > 1_000_000_000
+    assert not (tmp_path / "a").exists()
+
+
+def test_dry_run_cli_prints_counts_and_modules(tmp_path):
+    folder = tmp_path / "polyglot"
+    folder.mkdir()
+    shutil.copy(CONFIGS / "polyglot-ko-5.8b.json", folder / "config.json")  # a model folder without weights
+    r = CliRunner().invoke(main, ["train", "unused", "--base", str(folder), "--method", "ia3", "-o",
+                                  str(tmp_path / "a"), "--dry-run"], terminal_width=200)
+    assert r.exit_code == 0, r.output
+    assert "802,816" in r.output and "query_key_value, dense_4h_to_h" in r.output
+
+
+def test_target_modules_that_match_nothing_name_the_linear_layers(tmp_path):
+    config = TrainConfig(data="unused", base=str(CONFIGS / "llama-2-ko-7b.json"), output_dir=tmp_path / "a",
+                         target_modules="query_key_value", dry_run=True)
+    with pytest.raises(InputError) as err:
+        train(config)
+    message = str(err.value)
+    assert "query_key_value matches no module" in message and "q_proj, k_proj, v_proj, o_proj" in message
+    assert "\n" not in message
+    r = train(dataclasses.replace(config, target_modules=("all-linear",), method="ia3"))
+    assert r.report["target_modules"] == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    assert r.report["feedforward_modules"] == ["down_proj"]
+
+
+# ------------------------------------------------------------------------------------------------
+# training on tiny models
+
+
+@pytest.mark.parametrize("arch, method, lr", [("neox", "lora", 2e-2), ("neox", "ia3", 1.0),
+                                              ("llama", "lora", 2e-2), ("llama", "ia3", 1.0)])
+def test_training_lowers_the_loss_well_below_its_start(arch, method, lr, request, data_file, tmp_path):
+    base = request.getfixturevalue(arch)
+    result = train(cfg(data_file, base, tmp_path / "a", method=method, learning_rate=lr, max_steps=40), progress=False)
+    r = result.report
+    assert r["steps"] == 40 and r["tokens"] > 0 and r["tokens_per_second"] > 0
+    assert r["final_loss"] < 0.7 * r["first_loss"], (r["first_loss"], r["final_loss"])
+    saved = json.loads((tmp_path / "a" / "train_report.json").read_text(encoding="utf-8"))
+    assert saved["data_fingerprint"].startswith("sha256:") and saved["config"]["method"] == method
+    assert saved["rows"] == 16 and saved["peak_memory_bytes"] > 0
+    log = [json.loads(line) for line in (tmp_path / "a" / "train_log.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in log] == [10, 20, 30, 40]
+
+
+def _logits(model, tok):
+    import torch
+
+    ids = tok(["### 질문: 서울의 유명한 궁궐을 알려 주세요.\n\n### 답변:"], return_tensors="pt")
+    with torch.no_grad():
+        return model(**ids).logits
+
+
+@pytest.mark.parametrize("arch, method", [("neox", "lora"), ("llama", "ia3")])
+def test_saved_adapter_reloads_with_the_same_logits(arch, method, request, data_file, tmp_path):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = request.getfixturevalue(arch)
+    result = train(cfg(data_file, base, tmp_path / "a", method=method, max_steps=8, learning_rate=5e-2),
+                   progress=False, keep_model=True)
+    tok = tokenizer_of(base)
+    result.model.eval()
+    trained = _logits(result.model, tok)
+    reloaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), str(result.adapter_dir)).eval()
+    torch.testing.assert_close(_logits(reloaded, tok), trained, rtol=1e-5, atol=1e-5)
+    plain = _logits(AutoModelForCausalLM.from_pretrained(base).eval(), tok)
+    assert (plain - trained).abs().max() > 1e-3  # the adapter did change the model
+
+
+def test_resume_continues_the_step_count_and_matches_an_unbroken_run(neox, data_file, tmp_path):
+    from safetensors.torch import load_file
+
+    whole = train(cfg(data_file, neox, tmp_path / "whole", max_steps=12, save_steps=4, save_total_limit=5,
+                      lr_scheduler="cosine"), progress=False)
+    broken = tmp_path / "broken"
+    shutil.copytree(tmp_path / "whole", broken)
+    shutil.rmtree(broken / "checkpoints" / "step-0000012")  # as if killed after step 11
+    (broken / "train_report.json").unlink()
+    stray = broken / "checkpoints" / "step-0000011.tmp"  # a save killed half-way is not a checkpoint
+    stray.mkdir()
+    (stray / "trainer_state.json").write_text("{}")
+    resumed = train(cfg(data_file, neox, broken, max_steps=12, save_steps=4, save_total_limit=5,
+                        lr_scheduler="cosine", resume=True), progress=False)
+    assert resumed.report["resumed_from_step"] == 8 and resumed.report["steps"] == 12
+    a = load_file(tmp_path / "whole" / "adapter_model.safetensors")
+    b = load_file(broken / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert (a[key] - b[key]).abs().max() < 1e-5, key
+    assert resumed.report["final_loss"] == pytest.approx(whole.report["final_loss"], rel=1e-4)
+
+    longer = train(cfg(data_file, neox, broken, max_steps=16, save_steps=4, save_total_limit=5,
+                       lr_scheduler="cosine", resume=True), progress=False)
+    assert longer.report["resumed_from_step"] == 12 and longer.report["steps"] == 16
+    with pytest.raises(InputError, match="already at step 16 of 16"):
+        train(cfg(data_file, neox, broken, max_steps=16, save_steps=4, lr_scheduler="cosine", resume=True),
+              progress=False)
+    with pytest.raises(InputError, match="lora_r=4, but the run was started with 8"):
+        train(cfg(data_file, neox, broken, max_steps=20, lora_r=4, lr_scheduler="cosine", resume=True),
+              progress=False)
+
+
+def test_merge_writes_a_16bit_model_with_the_adapter_logits(neox, data_file, tmp_path):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    result = train(cfg(data_file, neox, tmp_path / "a", max_steps=6, learning_rate=5e-2, merge=True,
+                       gradient_checkpointing=True), progress=False)
+    merged_dir = Path(result.report["merged_dir"])
+    merged = AutoModelForCausalLM.from_pretrained(merged_dir)
+    assert merged.dtype == torch.bfloat16 and not any("lora" in n for n, _ in merged.named_parameters())
+    tok = tokenizer_of(merged_dir)
+    adapter = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(neox), str(result.adapter_dir)).eval()
+    want = _logits(adapter, tok)
+    got = _logits(merged.eval(), tok).float()
+    assert (got - want).abs().max() / want.abs().max() < 0.05  # bf16 rounding only
+
+
+# ------------------------------------------------------------------------------------------------
+# bad input: one line each, naming the problem and the fix
+
+
+def test_dataset_without_a_response_column(neox, tmp_path):
+    data = write_rows(tmp_path / "q.jsonl", [{"instruction": "질문", "answer": "답"}])
+    with pytest.raises(InputError, match=r"missing required column 'output'.*--map output=COLUMN") as err:
+        train(cfg(data, neox, tmp_path / "a"), progress=False)
+    assert "\n" not in str(err.value)
+
+
+def test_unknown_template(neox, data_file, tmp_path):
+    with pytest.raises(InputError, match="--template vicuna: unknown template; use one of alpaca, koalpaca"):
+        train(cfg(data_file, neox, tmp_path / "a", template="vicuna"), progress=False)
+
+
+def test_target_modules_that_match_nothing_on_a_real_load(neox, data_file, tmp_path):
+    with pytest.raises(InputError, match="q_proj matches no module of this gpt_neox model; its linear layers are: "
+                                         "query_key_value, dense, dense_h_to_4h, dense_4h_to_h"):
+        train(cfg(data_file, neox, tmp_path / "a", target_modules="q_proj"), progress=False)
+
+
+def test_max_length_below_the_templates_own_length(neox, data_file, tmp_path):
+    tok = tokenizer_of(neox)
+    with pytest.raises(InputError, match=r"--max-length 8 is not above template 'kullm''s own length \(\d+ tokens"):
+        check_max_length(TEMPLATES["kullm"], tok, 8)
+    with pytest.raises(InputError, match="raise --max-length"):
+        train(cfg(data_file, neox, tmp_path / "a", template="kullm", max_length=8), progress=False)
+
+
+def test_output_folder_that_holds_another_run(neox, data_file, tmp_path):
+    out = tmp_path / "a"
+    out.mkdir()
+    (out / "train_report.json").write_text("{}")
+    with pytest.raises(InputError, match="holds another run .*pass --resume to continue it, --overwrite to replace it"):
+        train(cfg(data_file, neox, out, max_steps=2), progress=False)
+    with pytest.raises(InputError, match="no checkpoint to resume from"):
+        train(cfg(data_file, neox, out, max_steps=2, resume=True), progress=False)
+    r = train(cfg(data_file, neox, out, max_steps=2, overwrite=True), progress=False)
+    assert r.report["steps"] == 2
+
+
+def test_cli_prints_one_line_error_and_exits_2(neox, data_file, tmp_path):
+    r = CliRunner().invoke(main, ["train", str(data_file), "--base", str(neox), "-o", str(tmp_path / "a"),
+                                  "--template", "vicuna"])
+    assert r.exit_code == 2
+    assert r.output.strip().startswith("error: --template vicuna: unknown template") and r.output.count("\n") == 1
+
+
+def test_load_in_4bit_without_a_gpu_says_why(neox, data_file, tmp_path):
+    with pytest.raises(InputError, match="--load-in-4bit needs"):
+        train(cfg(data_file, neox, tmp_path / "a", load_in_4bit=True), progress=False)
+
+
+def test_cli_trains_and_ends_with_a_summary_table(neox, data_file, tmp_path):
+    r = CliRunner().invoke(main, ["train", str(data_file), "--base", str(neox), "-o", str(tmp_path / "a"),
+                                  "--template", "koalpaca", "--max-steps", "4", "--logging-steps", "2",
+                                  "--packing", "--max-length", "64"], terminal_width=200)
+    assert r.exit_code == 0, r.output
+    assert "training summary" in r.output and "tokens per second" in r.output and "(packed)" in r.output
+    assert (tmp_path / "a" / "adapter_model.safetensors").is_file()
+
+
+def test_two_processes_under_torchrun_train_one_adapter(neox, data_file, tmp_path):
+    """The multi-GPU path (DDP through accelerate), run on CPU with gloo: same command, two processes."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    kocurate = Path(sys.executable).with_name("kocurate")
+    if not torchrun.is_file() or not kocurate.is_file():
+        pytest.skip("torchrun / kocurate console scripts not installed beside this python")
+    import socket
+
+    with socket.socket() as sock:  # a free port for the rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = tmp_path / "ddp"
+    done = subprocess.run([str(torchrun), "--nproc_per_node", "2", "--master_port", str(port), str(kocurate), "train",
+                           str(data_file), "--base", str(neox), "-o", str(out), "--template", "koalpaca",
+                           "--max-steps", "4", "--batch-size", "2", "--grad-accum", "2", "--logging-steps", "2"],
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((out / "train_report.json").read_text(encoding="utf-8"))
+    assert report["environment"]["processes"] == 2 and report["steps"] == 4
+    assert report["epochs"] == 2  # 16 rows, 2 rows x 2 micro-batches x 2 processes per step
+    assert done.stdout.count("training summary") == 1
+
+
+def test_bf16_path_keeps_the_base_in_bf16_and_the_adapter_in_fp32(neox, data_file, tmp_path):
+    """The GPU recipe (bf16 base, fp32 adapter, bf16 autocast), exercised on CPU with --bf16 true."""
+    import torch
+
+    with pytest.warns(UserWarning, match="bfloat16 autocast on CPU is slow"):
+        result = train(cfg(data_file, neox, tmp_path / "a", max_steps=2, bf16="true"), progress=False, keep_model=True)
+    assert result.report["environment"]["bf16"] is True
+    dtypes = {n: p.dtype for n, p in result.model.named_parameters()}
+    assert all(d == torch.float32 for n, d in dtypes.items() if "lora_" in n)
+    assert all(d == torch.bfloat16 for n, d in dtypes.items() if "lora_" not in n)
+    assert result.report["final_loss"] == result.report["final_loss"]  # not NaN
