@@ -53,8 +53,14 @@ def train_eval_cmd(**options):
     shot count, its difference to the base model and to its random control with a paired
     bootstrap 95% interval, training cost, and how each arm's data was made.
     """
+    from transformers.utils import logging as hf_logging
+
     from ..experiment import TrainEvalConfig, run_experiment, write_report
     from ..experiment.report import arm_score
+
+    # One line per unit of work is enough; the per-load bars and deprecation notes drown it.
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
 
     config = TrainEvalConfig(
         base=options["base"], arms=list(options["arms"]), output_dir=options["output_dir"], method=options["method"],
@@ -64,7 +70,7 @@ def train_eval_cmd(**options):
         batch_size=options["batch_size"], learning_rate=options["learning_rate"], max_length=options["max_length"],
         eval_batch_size=options["eval_batch_size"], metric=options["metric"], bootstrap=options["bootstrap"],
     )
-    result = run_experiment(config, log=lambda line: console.print(f"[dim]{line}[/]"))
+    result = run_experiment(config, log=lambda line: console.print(f"[dim]{line}[/]", soft_wrap=True))
     data = write_report(result, Path(config.output_dir))
 
     table = Table(title=f"{config.metric} by arm (mean over seeds)", title_justify="left")

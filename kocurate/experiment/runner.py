@@ -173,12 +173,16 @@ def _eval_unit(config, unit: Unit, adapter: Path | None, log) -> tuple[dict, boo
     key = _digest({"model": config.base, "adapter": _adapter_digest(adapter), "tasks": config.tasks, "shots": config.shots,
                    "protocol": config.protocol, "data_dir": config.data_dir, "limit": config.limit})
     scores_path = unit.folder / "scores.json"
+    results_path = unit.folder / "eval" / "results.json"
     cached = read_stamped(scores_path, key)
+    # The evaluator's results.json is what a person reads: it must be intact too.
+    if cached is not None and not (results_path.is_file() and cached.get("_results_sha256") == _file_digest(results_path)):
+        cached = None
     if cached is not None:
         log(f"{unit.arm}{'' if unit.seed is None else f' seed {unit.seed}'}: scores reused")
         return cached, False
     if scores_path.exists():
-        log(f"{unit.arm}: {scores_path} is stale or corrupt; evaluating again")
+        log(f"{unit.arm}: results in {unit.folder} are stale or corrupt; evaluating again")
     from ..evaluate import EvalConfig, evaluate  # torch, transformers: only now
 
     log(f"{unit.arm}{'' if unit.seed is None else f' seed {unit.seed}'}: evaluating {', '.join(config.tasks)}")
@@ -198,6 +202,7 @@ def _eval_unit(config, unit: Unit, adapter: Path | None, log) -> tuple[dict, boo
                 "gold": [int(p["gold"]) for p in preds],
                 "pred": [int(p["pred"]) for p in preds],
             }
+    scores["_results_sha256"] = _file_digest(results_path)
     write_stamped(scores_path, scores, key)
     return scores, True
 
