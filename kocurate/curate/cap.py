@@ -1,0 +1,75 @@
+"""Per-task capping (the CoT-Collection recipe): a task with at most N rows stays whole, a larger
+one keeps a seeded random sample of N.
+
+Each task draws from its own generator seeded by (run seed, CRC32 of the task name), so a task's
+sample depends only on the seed and that task's rows: adding or dropping another task changes
+nothing else. Kept rows stay in their input order.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import polars as pl
+
+from ..errors import InputError
+from ..records import removal_frame
+from .pipeline import RunContext, Step, StepResult
+
+NO_TASK = "(none)"
+
+
+def task_generator(seed: int, task: str) -> np.random.Generator:
+    return np.random.default_rng([int(seed) % (2**32), zlib.crc32(task.encode("utf-8"))])
+
+
+@dataclass
+class Cap(Step):
+    """Keep at most `per_task` rows of every task (seeded sample), all rows of smaller tasks."""
+
+    per_task: int = 100
+    task_column: str = "task"
+    name: ClassVar[str] = "cap"
+
+    def __post_init__(self):
+        if int(self.per_task) < 1:
+            raise InputError(f"--per-task {self.per_task} must be at least 1")
+
+    def run(self, frame: pl.DataFrame, ctx: RunContext) -> StepResult:
+        col = self.task_column
+        if col not in frame.columns:
+            raise InputError(
+                f"no task column '{col}'; columns: {', '.join(frame.columns)}; pass --task-column NAME "
+                f"(or load CoT-Collection with --preset cot-collection, which maps 'task')"
+            )
+        tasks = frame[col].cast(pl.String).fill_null(NO_TASK).to_list()
+        by_task: dict[str, list[int]] = {}
+        for i, t in enumerate(tasks):
+            by_task.setdefault(t, []).append(i)
+        keep = np.zeros(frame.height, dtype=bool)
+        table = {}
+        for task in ctx.track(sorted(by_task), f"capping {len(by_task):,} tasks at {self.per_task}"):
+            rows = np.asarray(by_task[task], dtype=np.int64)
+            if len(rows) <= self.per_task:
+                keep[rows] = True
+            else:
+                keep[task_generator(ctx.seed, task).choice(rows, size=self.per_task, replace=False)] = True
+            table[task] = [int(len(rows)), int(min(len(rows), self.per_task))]
+        mask = pl.Series(keep)
+        kept = frame.filter(mask)
+        removed = removal_frame(
+            frame.filter(~mask), self.name, "over-cap",
+            detail=pl.format("task {} over {} rows", pl.col(col).cast(pl.String).fill_null(NO_TASK), pl.lit(self.per_task)),
+        )
+        stats = {
+            "tasks": len(by_task),
+            "tasks_capped": sum(1 for b, _ in table.values() if b > self.per_task),
+            "rows_before": frame.height,
+            "rows_after": int(keep.sum()),
+            "null_task_rows": len(by_task.get(NO_TASK, [])) if NO_TASK not in set(frame[col].drop_nulls().cast(pl.String)) else 0,
+            "per_task": table,
+        }
+        return StepResult(kept, removed, stats)

@@ -1,0 +1,400 @@
+"""YAML recipes: named inputs, then an ordered list of steps, each writing a dataset folder.
+
+```yaml
+name: koquality
+seed: 42
+output: out/koquality            # step i writes out/koquality/NN-<step>/; the last one is the result
+inputs:
+  - {name: koalpaca, source: beomi/KoAlpaca-v1.1a, preset: koalpaca}
+steps:
+  - drop-empty
+  - score: {model: EleutherAI/polyglot-ko-1.3b, metric: ppl}
+  - select: {ratio: 0.01, length_groups: 5, clusters: 100, method: ppl}
+```
+
+A step is looked up by its `name` among the `Step` subclasses of `kocurate.curate` (modules
+are imported when a recipe is built, so `kocurate --help` stays fast); its parameters are the
+dataclass's fields. Every step's key is the hash of its input's fingerprint, its name, its
+parameters, the seed and the tool version; `recipe-state.json` in the output folder remembers
+the key and data fingerprint of each finished step, so a rerun (after a crash, or after editing
+a later step) reuses every folder whose key is unchanged and runs only the rest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib
+import json
+import pkgutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .. import __version__
+from ..errors import InputError
+from ..records import Loaded, load_records, read_manifest
+from .pipeline import PipelineResult, RunContext, Step, _jsonable, run_pipeline
+
+TOP_KEYS = ("name", "description", "seed", "output", "inputs", "steps")
+INPUT_KEYS = ("name", "source", "preset", "map", "split")
+STATE_FILE = "recipe-state.json"
+
+
+# --------------------------------------------------------------------------------------------
+# the step registry
+
+
+def step_registry() -> dict[str, type[Step]]:
+    """{name: Step subclass} over every module of kocurate.curate (imported on first use)."""
+    from .. import curate
+
+    for info in pkgutil.iter_modules(curate.__path__):
+        if info.name in ("recipe",) or info.name.startswith("_"):
+            continue
+        importlib.import_module(f"{curate.__name__}.{info.name}")
+    found: dict[str, type[Step]] = {}
+    stack = list(Step.__subclasses__())
+    while stack:
+        cls = stack.pop()
+        stack.extend(cls.__subclasses__())
+        if dataclasses.is_dataclass(cls) and cls.name != Step.name:
+            found.setdefault(cls.name, cls)
+    return dict(sorted(found.items()))
+
+
+def step_parameters(cls: type[Step]) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+# --------------------------------------------------------------------------------------------
+# parsing with line numbers
+
+
+@dataclass
+class StepSpec:
+    name: str
+    params: dict[str, Any]
+    line: int
+    param_lines: dict[str, tuple[int, int]] = field(default_factory=dict)
+    column: int = 3
+
+
+@dataclass
+class InputSpec:
+    name: str
+    source: str
+    preset: str | None = None
+    map: dict[str, str] = field(default_factory=dict)
+    split: str = "train"
+
+
+@dataclass
+class Recipe:
+    path: str
+    name: str
+    seed: int
+    output: str | None
+    inputs: list[InputSpec]
+    steps: list[StepSpec]
+    description: str = ""
+
+    def build_steps(self) -> list[Step]:
+        registry = step_registry()
+        return [make_step(spec, registry, self.path) for spec in self.steps]
+
+
+def _where(path: str, node) -> str:
+    return f"{path}:{node.start_mark.line + 1}:{node.start_mark.column + 1}"
+
+
+def _plain(node):
+    return yaml.safe_load(yaml.serialize(node)) if node is not None else None
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Parse a recipe file; every mistake is an InputError naming file:line:column and the fix."""
+    path = resolve_recipe(path)
+    where = str(path)
+    text = path.read_text(encoding="utf-8")
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        loc = f"{where}:{mark.line + 1}:{mark.column + 1}" if mark else where
+        raise InputError(f"{loc}: not valid YAML ({getattr(exc, 'problem', None) or exc}); fix the indentation or quoting there") from None
+    if not isinstance(root, yaml.MappingNode):
+        raise InputError(f"{where}: a recipe is a mapping with keys {', '.join(TOP_KEYS)}")
+    top: dict[str, Any] = {}
+    for key_node, value_node in root.value:
+        key = key_node.value
+        if key not in TOP_KEYS:
+            raise InputError(f"{_where(where, key_node)}: unknown recipe key '{key}'; use {', '.join(TOP_KEYS)}")
+        top[key] = (key_node, value_node)
+    if "steps" not in top:
+        raise InputError(f"{where}: the recipe has no 'steps:' list; add one (e.g. steps: [select: {{ratio: 0.01}}])")
+
+    inputs: list[InputSpec] = []
+    if "inputs" in top:
+        node = top["inputs"][1]
+        if not isinstance(node, yaml.SequenceNode):
+            raise InputError(f"{_where(where, node)}: 'inputs' must be a list of {{name, source, preset}}")
+        for item in node.value:
+            if isinstance(item, yaml.ScalarNode):
+                value = item.value
+                inputs.append(InputSpec(name=Path(value).stem or value, source=value))
+                continue
+            if not isinstance(item, yaml.MappingNode):
+                raise InputError(f"{_where(where, item)}: an input is a source string or a mapping with {', '.join(INPUT_KEYS)}")
+            spec: dict[str, Any] = {}
+            for k, v in item.value:
+                if k.value not in INPUT_KEYS:
+                    raise InputError(f"{_where(where, k)}: unknown input key '{k.value}'; use {', '.join(INPUT_KEYS)}")
+                spec[k.value] = _plain(v)
+            if not spec.get("source"):
+                raise InputError(f"{_where(where, item)}: input has no 'source' (a Hub id, file or folder)")
+            spec.setdefault("name", Path(str(spec["source"])).stem)
+            spec["map"] = dict(spec.get("map") or {})
+            inputs.append(InputSpec(**{k: (str(v) if k in ("name", "source") else v) for k, v in spec.items()}))
+
+    steps_node = top["steps"][1]
+    if not isinstance(steps_node, yaml.SequenceNode) or not steps_node.value:
+        raise InputError(f"{_where(where, steps_node)}: 'steps' must be a non-empty list of `- STEP: {{param: value}}`")
+    steps: list[StepSpec] = []
+    for item in steps_node.value:
+        line = item.start_mark.line + 1
+        if isinstance(item, yaml.ScalarNode):
+            steps.append(StepSpec(item.value, {}, line, {}, item.start_mark.column + 1))
+            continue
+        if not isinstance(item, yaml.MappingNode) or len(item.value) != 1:
+            raise InputError(f"{_where(where, item)}: write each step as `- NAME: {{param: value, ...}}` (one name per item)")
+        name_node, params_node = item.value[0]
+        params: dict[str, Any] = {}
+        lines: dict[str, tuple[int, int]] = {}
+        if isinstance(params_node, yaml.MappingNode):
+            for k, v in params_node.value:
+                params[k.value] = _plain(v)
+                lines[k.value] = (k.start_mark.line + 1, k.start_mark.column + 1)
+        elif not (isinstance(params_node, yaml.ScalarNode) and params_node.value in ("", "~", "null")):
+            raise InputError(f"{_where(where, params_node)}: parameters of step '{name_node.value}' must be a mapping")
+        steps.append(StepSpec(name_node.value, params, name_node.start_mark.line + 1, lines,
+                              name_node.start_mark.column + 1))
+
+    seed = _plain(top["seed"][1]) if "seed" in top else 42
+    if not isinstance(seed, int):
+        raise InputError(f"{_where(where, top['seed'][1])}: seed must be an integer")
+    name = str(_plain(top["name"][1])) if "name" in top else path.stem
+    output = str(_plain(top["output"][1])) if "output" in top else None
+    description = str(_plain(top["description"][1]) or "") if "description" in top else ""
+    recipe = Recipe(where, name, seed, output, inputs, steps, description)
+    recipe.build_steps()  # validate names and parameters now, before anything runs
+    return recipe
+
+
+def resolve_recipe(path: str | Path) -> Path:
+    """A recipe file, or the name of a bundled one (`koquality` -> recipes/koquality.yaml)."""
+    candidate = Path(path)
+    if candidate.is_file():
+        return candidate
+    from ..resources import resource_dir
+
+    try:
+        bundled = resource_dir("recipes")
+    except FileNotFoundError:
+        bundled = None
+    if bundled is not None and not candidate.suffix and (bundled / f"{candidate.name}.yaml").is_file():
+        return bundled / f"{candidate.name}.yaml"
+    names = ", ".join(sorted(p.stem for p in bundled.glob("*.yaml"))) if bundled is not None else ""
+    raise InputError(f"{path}: no such recipe file; pass a YAML path or a bundled recipe name ({names})")
+
+
+def make_step(spec: StepSpec, registry: dict[str, type[Step]], where: str) -> Step:
+    col = spec.column
+    if spec.name not in registry:
+        raise InputError(
+            f"{where}:{spec.line}:{col}: unknown step '{spec.name}'; known steps: {', '.join(registry)}"
+        )
+    cls = registry[spec.name]
+    allowed = step_parameters(cls)
+    tuples = {f.name for f in dataclasses.fields(cls) if "tuple" in str(f.type)}
+    params = {}
+    for key, value in spec.params.items():
+        line, column = spec.param_lines.get(key, (spec.line, col))
+        if key not in allowed:
+            raise InputError(
+                f"{where}:{line}:{column}: step '{spec.name}' has no parameter '{key}'; its parameters: {', '.join(allowed)}"
+            )
+        if key in tuples and isinstance(value, list):
+            value = tuple(value)
+        params[key] = value
+    try:
+        return cls(**params)
+    except InputError as exc:
+        raise InputError(f"{where}:{spec.line}:{col}: step '{spec.name}': {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{where}:{spec.line}:{col}: step '{spec.name}': bad parameter value ({exc})") from None
+
+
+# --------------------------------------------------------------------------------------------
+# overrides from the command line
+
+
+def apply_overrides(
+    recipe: Recipe,
+    *,
+    sources: tuple[str, ...] = (),
+    model: str | None = None,
+    embedder: str | None = None,
+    sets: tuple[str, ...] = (),
+    output: str | None = None,
+    seed: int | None = None,
+) -> Recipe:
+    """--source [NAME=]PATH, --model, --embedder, --set STEP.PARAM=VALUE, -o, --seed."""
+    bare = [s for s in sources if "=" not in s or Path(s).exists()]
+    named = [s for s in sources if s not in bare]
+    if bare:
+        # bare paths replace every input; the recipe's presets no longer apply to them
+        recipe.inputs = [InputSpec(name=Path(p).stem, source=p) for p in bare]
+    for item in named:
+        key, value = item.split("=", 1)
+        match = [i for i in recipe.inputs if i.name == key]
+        if not match:
+            raise InputError(
+                f"--source {item}: the recipe has no input named '{key}'; its inputs: "
+                f"{', '.join(i.name for i in recipe.inputs) or '(none)'} (or pass a bare PATH to replace them all)"
+            )
+        match[0].source = value
+    registry = step_registry()
+    for spec in recipe.steps:
+        fields = step_parameters(registry[spec.name]) if spec.name in registry else []
+        if model is not None:
+            if "model" in fields:
+                spec.params["model"] = model
+            if "scorer" in fields and spec.params.get("scorer"):
+                prefix = "ifd:" if str(spec.params["scorer"]).startswith("ifd:") else ""
+                spec.params["scorer"] = prefix + model
+        if embedder is not None and "embedder" in fields:
+            spec.params["embedder"] = embedder
+    for item in sets:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise InputError(f"--set {item}: write STEP.PARAM=VALUE, e.g. --set select.clusters=10")
+        target, value = item.split("=", 1)
+        step_name, param = target.split(".", 1)
+        match = [s for s in recipe.steps if s.name == step_name]
+        if not match:
+            raise InputError(f"--set {item}: the recipe has no step '{step_name}'; its steps: {', '.join(s.name for s in recipe.steps)}")
+        for spec in match:
+            spec.params[param] = yaml.safe_load(value)
+            spec.param_lines.pop(param, None)
+    if output is not None:
+        recipe.output = output
+    if seed is not None:
+        recipe.seed = seed
+    recipe.build_steps()
+    return recipe
+
+
+# --------------------------------------------------------------------------------------------
+# running
+
+
+@dataclass
+class StepOutcome:
+    index: int
+    name: str
+    folder: Path
+    reused: bool
+    rows_in: int
+    rows_out: int
+    removed: dict[str, int]
+    seconds: float
+    result: PipelineResult | None = None
+
+
+@dataclass
+class BuildResult:
+    recipe: Recipe
+    output: Path
+    steps: list[StepOutcome]
+
+    @property
+    def final(self) -> Path:
+        return self.steps[-1].folder
+
+
+def step_key(input_fingerprints: list[str], step: Step, seed: int) -> str:
+    payload = json.dumps(
+        {"inputs": input_fingerprints, "step": step.name, "params": _jsonable(step.params()), "seed": seed,
+         "tool_version": __version__},
+        sort_keys=True, ensure_ascii=False, default=str,
+    )
+    return "sha256:" + hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def _read_state(out: Path) -> dict:
+    path = out / STATE_FILE
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return {}
+
+
+def _write_state(out: Path, state: dict) -> None:
+    tmp = out / f".{STATE_FILE}.tmp"
+    tmp.write_text(json.dumps(state, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.replace(out / STATE_FILE)
+
+
+def build(recipe: Recipe, *, ctx: RunContext | None = None, force: bool = False, on_step=None) -> BuildResult:
+    """Run the recipe's steps in order, reusing each folder whose key is unchanged."""
+    if not recipe.inputs:
+        raise InputError(f"{recipe.path}: the recipe has no inputs; add an 'inputs:' list or pass --source PATH")
+    if not recipe.output:
+        raise InputError(f"{recipe.path}: the recipe has no 'output:' folder; add one or pass -o FOLDER")
+    ctx = ctx or RunContext(seed=recipe.seed)
+    ctx.seed = recipe.seed
+    out = Path(recipe.output)
+    out.mkdir(parents=True, exist_ok=True)
+    state = _read_state(out)
+    steps = recipe.build_steps()
+
+    sources: list[Loaded] = [
+        load_records(i.source, preset=i.preset, mapping=i.map, split=i.split) for i in recipe.inputs
+    ]
+    fingerprints = [s.info.fingerprint for s in sources]
+    outcomes: list[StepOutcome] = []
+    previous: Path | None = None
+    for index, step in enumerate(steps, 1):
+        folder = out / f"{index:02d}-{step.name}"
+        key = step_key(fingerprints, step, recipe.seed)
+        manifest = read_manifest(folder) if folder.is_dir() else None
+        saved = state.get(folder.name, {})
+        if (not force and manifest and saved.get("key") == key
+                and saved.get("data_fingerprint") == manifest.get("data_fingerprint")):
+            last = (manifest.get("steps") or [{}])[-1]
+            outcome = StepOutcome(index, step.name, folder, True, int(last.get("rows_in", 0)), int(manifest.get("rows", 0)),
+                                  dict(last.get("removed") or {}), 0.0)
+        else:
+            inputs = sources if previous is None else [load_records(previous)]
+            result = run_pipeline(inputs, [step], folder, ctx=ctx, overwrite=True, recipe=f"{recipe.name} ({recipe.path})")
+            manifest = read_manifest(folder) or {}
+            state[folder.name] = {"key": key, "data_fingerprint": manifest.get("data_fingerprint"), "step": step.name}
+            _write_state(out, state)
+            outcome = StepOutcome(index, step.name, folder, False, result.rows_in, result.kept.height,
+                                  result.removed_by_reason(), sum(r.seconds for r in result.records), result)
+        outcomes.append(outcome)
+        if on_step:
+            on_step(outcome)
+        fingerprints = [manifest.get("data_fingerprint") or key]
+        previous = folder
+    return BuildResult(recipe, out, outcomes)
+
+
+__all__ = [
+    "BuildResult", "InputSpec", "Recipe", "StepOutcome", "StepSpec", "apply_overrides", "build", "load_recipe",
+    "make_step", "resolve_recipe", "step_key", "step_registry",
+]

@@ -1,0 +1,450 @@
+"""KoQuality-style selection: length groups, k-means inside each group, a method per cluster.
+
+1. `len` = characters of the instruction (plus " " + input when there is one, as KoQuality
+   joined KULLM's input onto its instruction).
+2. `len_group` = L groups cut at the quantiles of `len` (right-closed intervals like pandas'
+   qcut; equal cut points merge groups, so fewer than L groups can result).
+3. k-means (FAISS, seeded) with K clusters inside each group on the instruction embeddings;
+   a group with fewer rows than K gets one cluster per row.
+4. Per cluster, a method picks rows:
+
+   ============ ================================================================ ===============
+   method       picks                                                            budget (--ratio)
+   ============ ================================================================ ===============
+   ppl          KoQuality's released method: sort by score ascending, take       ceil(n / step),
+                positions 0, step, 2*step, ... (step = int(1/ratio))             step=int(1/r)
+   ppl-h        KoQuality's ppl_h: sort descending, drop duplicate instructions, int(r * n)
+                take the first int(ratio * n)
+   random       seeded sample (KoQuality's rand: pandas sample(frac=ratio))      round(r * n)
+   centroid     nearest to the cluster centre                                    quota
+   hard         farthest from the centre (NeMo SemDeDup's `hard`)                quota
+   diverse      DEITA: by score ascending, add a row only if its max cosine to   quota
+                the rows already picked in the cluster is <= tau
+   ============ ================================================================ ===============
+
+   `quota` is round(r * N) rows split over the clusters in proportion to their sizes (largest
+   remainders). With `--size S` every method uses such quotas and returns exactly S rows
+   (`ppl` then samples systematically at positions floor(i * n / q)).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import polars as pl
+
+from ..errors import InputError
+from ..records import removal_frame
+from .pipeline import RunContext, Step, StepResult
+from .score import CHARLM, METRICS, prompt_texts
+
+METHODS = ("ppl", "ppl-h", "random", "centroid", "hard", "diverse")
+SCORED = ("ppl", "ppl-h", "diverse")
+ADDED = ("len", "len_group", "cluster")
+
+
+# --------------------------------------------------------------------------------------------
+# building blocks (pure functions, tested directly)
+
+
+def length_groups(lengths: np.ndarray, groups: int) -> tuple[np.ndarray, list[float]]:
+    """Group index per row at the quantile cut points (pandas qcut semantics, duplicates dropped)."""
+    if len(lengths) == 0:
+        return np.zeros(0, dtype=np.int64), []
+    edges = np.unique(np.quantile(lengths.astype(np.float64), np.linspace(0, 1, groups + 1)))
+    inner = edges[1:-1]
+    # (a, b] intervals: a length equal to a cut point belongs to the lower group
+    return np.searchsorted(inner, lengths, side="left").astype(np.int64), edges.tolist()
+
+
+def kmeans_plusplus(x: np.ndarray, k: int, rng: np.random.Generator, trials: int | None = None) -> np.ndarray:
+    """Greedy k-means++ seeding (Arthur & Vassilvitskii; scikit-learn's variant with 2 + ln k
+    candidates per step, the one that lowers the potential most wins). One pass over `x` per
+    centre: each step's candidates are scored with a single (trials x d) @ (d x n) product."""
+    n, d = x.shape
+    trials = trials or 2 + int(np.log(k))
+    sq = np.einsum("ij,ij->i", x, x)
+    centres = np.empty((k, d), dtype=np.float32)
+    first = int(rng.integers(n))
+    centres[0] = x[first]
+    closest = np.maximum(sq + sq[first] - 2.0 * (x @ x[first]), 0.0)
+    potential = float(closest.sum())
+    for c in range(1, k):
+        if potential <= 0:  # fewer distinct points than k: any remaining point will do
+            centres[c] = x[int(rng.integers(n))]
+            continue
+        cand = np.minimum(np.searchsorted(np.cumsum(closest), rng.random(trials) * potential), n - 1)
+        dist = np.maximum(sq[None, :] + sq[cand][:, None] - 2.0 * (x[cand] @ x.T), 0.0)
+        np.minimum(dist, closest[None, :], out=dist)
+        pots = dist.sum(axis=1)
+        best = int(np.argmin(pots))
+        closest, potential = dist[best], float(pots[best])
+        centres[c] = x[cand[best]]
+    return centres
+
+
+def kmeans(x: np.ndarray, k: int, seed: int, niter: int = 20, n_init: int = 1, backend: str = "faiss",
+           init: str = "k-means++") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """k-means in Euclidean space. Returns labels, squared distances to the assigned centre,
+    and the centres; k >= rows gives one cluster per row.
+
+    backend "faiss": FAISS's Lloyd iterations on all points, started from k-means++ seeds
+    (greedy, as scikit-learn seeds; FAISS's own random init, `init="random"`, is
+    much worse when cluster sizes are skewed: see benchmarks/results/select.md); `n_init`
+    restarts keep the lowest inertia. backend "sklearn": KoQuality's own KMeans (k-means++,
+    n_init restarts, random_state = seed): exact, and about 100x slower.
+    """
+    n, d = x.shape
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if k >= n:
+        return np.arange(n, dtype=np.int64), np.zeros(n, dtype=np.float32), x.copy()
+    if k == 1:
+        centre = x.mean(axis=0, keepdims=True)
+        return np.zeros(n, dtype=np.int64), ((x - centre) ** 2).sum(axis=1), centre
+    if backend == "sklearn":
+        from sklearn.cluster import KMeans
+
+        sk = KMeans(k, n_init=max(1, int(n_init)), random_state=int(seed) % (2**32)).fit(x)
+        centres = sk.cluster_centers_.astype(np.float32)
+        labels = sk.labels_.astype(np.int64)
+        return labels, ((x - centres[labels]) ** 2).sum(axis=1), centres
+    import faiss
+
+    # Small problems: one thread. OpenMP's thread start-up and barriers cost more than the work,
+    # badly so on a busy machine.
+    threads = faiss.omp_get_max_threads()
+    if n * k * d < 200_000_000:
+        faiss.omp_set_num_threads(1)
+    try:
+        return _faiss_kmeans(faiss, x, k, seed, niter, n_init, init)
+    finally:
+        faiss.omp_set_num_threads(threads)
+
+
+def _faiss_kmeans(faiss, x, k, seed, niter, n_init, init):
+    n, d = x.shape
+    best = None
+    for restart in range(max(1, int(n_init))):
+        run_seed = (int(seed) + restart) % (2**31)
+        km = faiss.Kmeans(d, k, niter=niter, seed=run_seed, verbose=False,
+                          max_points_per_centroid=max(256, -(-n // k)), min_points_per_centroid=1)
+        if init == "random":
+            km.train(x)
+        else:
+            seeds = kmeans_plusplus(x, k, np.random.default_rng(run_seed))
+            km.train(x, init_centroids=seeds)
+        dist, labels = km.index.search(x, 1)
+        total = float(dist.sum())
+        if best is None or total < best[0]:
+            best = (total, labels[:, 0].astype(np.int64), dist[:, 0], km.centroids.copy())
+    return best[1], best[2], best[3]
+
+
+def unit_rows(emb: np.ndarray, block: int = 65_536) -> np.ndarray:
+    """float32 rows of unit length; already-unit input (e.g. a memory-mapped .npy) is not copied."""
+    norms = np.concatenate([np.linalg.norm(np.asarray(emb[i : i + block], dtype=np.float32), axis=1)
+                            for i in range(0, len(emb), block)]) if len(emb) else np.ones(0, dtype=np.float32)
+    if emb.dtype == np.float32 and np.allclose(norms, 1.0, atol=1e-3):
+        return emb
+    out = np.array(emb, dtype=np.float32)
+    out /= np.maximum(norms, 1e-12)[:, None]
+    return out
+
+
+def quotas(sizes: np.ndarray, total: int) -> np.ndarray:
+    """Split `total` over clusters in proportion to `sizes` (largest remainders; never above a size)."""
+    sizes = np.asarray(sizes, dtype=np.int64)
+    n = int(sizes.sum())
+    total = min(int(total), n)
+    if n == 0 or total <= 0:
+        return np.zeros_like(sizes)
+    exact = sizes * (total / n)
+    base = np.minimum(np.floor(exact).astype(np.int64), sizes)
+    left = total - int(base.sum())
+    if left > 0:
+        room = base < sizes
+        order = np.lexsort((np.arange(len(sizes)), -(exact - base)))  # largest remainder, then index
+        for i in order:
+            if left == 0:
+                break
+            if room[i]:
+                base[i] += 1
+                left -= 1
+    return base
+
+
+def systematic(n: int, step: int) -> np.ndarray:
+    """KoQuality's ppl positions: 0, step, 2*step, ... < n."""
+    return np.arange(0, n, max(1, step))
+
+
+def pick(
+    method: str,
+    idx: np.ndarray,
+    *,
+    ratio: float | None,
+    quota: int | None,
+    scores: np.ndarray | None,
+    dist: np.ndarray,
+    emb: np.ndarray,
+    texts: list[str],
+    rng: np.random.Generator,
+    tau: float,
+) -> np.ndarray:
+    """Rows (positions into the frame) that `method` keeps from one cluster's rows `idx`."""
+    n = len(idx)
+    if method == "ppl":
+        order = idx[np.argsort(scores[idx], kind="stable")]
+        if quota is None:
+            return order[systematic(n, int(1 / ratio))]
+        return order[np.floor(np.arange(quota) * n / quota).astype(np.int64)] if quota else idx[:0]
+    if method == "ppl-h":
+        order = idx[np.argsort(-scores[idx], kind="stable")]
+        seen, unique = set(), []
+        for i in order:
+            if texts[i] not in seen:
+                seen.add(texts[i])
+                unique.append(i)
+        take = int(ratio * n) if quota is None else quota
+        return np.array(unique[:take], dtype=np.int64)
+    if method == "random":
+        take = int(round(ratio * n)) if quota is None else quota
+        return np.sort(rng.choice(idx, size=min(take, n), replace=False)) if take else idx[:0]
+    if method in ("centroid", "hard"):
+        key = dist[idx] if method == "centroid" else -dist[idx]
+        return idx[np.argsort(key, kind="stable")[:quota]]
+    if method == "diverse":
+        order = idx[np.argsort(scores[idx], kind="stable")]
+        chosen: list[int] = []
+        for i in order:
+            if len(chosen) >= quota:
+                break
+            if chosen and float((emb[chosen] @ emb[i]).max()) > tau:
+                continue
+            chosen.append(int(i))
+        return np.array(chosen, dtype=np.int64)
+    raise InputError(f"--method {method}: unknown; use one of {', '.join(METHODS)}")
+
+
+# --------------------------------------------------------------------------------------------
+# the step
+
+
+@dataclass
+class Select(Step):
+    """KoQuality selection: length groups -> k-means per group -> a method per cluster."""
+
+    ratio: float | None = None
+    size: int | None = None
+    method: str = "ppl"
+    length_groups: int = 5
+    clusters: int = 100
+    embedder: str = "default"
+    #: precomputed embeddings: a .npy file (one row per input row, in order) or a column name
+    embeddings: str | None = None
+    #: column holding the scores (`ppl` from `kocurate score`); scored on the fly with `scorer`
+    score_column: str = "ppl"
+    #: score missing rows on the fly: a model id/path (ppl), "ifd:MODEL", or "charlm" (offline)
+    scorer: str | None = None
+    tau: float = 0.9
+    niter: int = 20
+    #: k-means restarts (the lowest inertia wins); KoQuality's sklearn run used 10
+    n_init: int = 1
+    #: faiss (default) or sklearn (KoQuality's own KMeans; use with n_init 10 and seed 42 to replicate)
+    kmeans: str = "faiss"
+    #: FAISS seeding: k-means++ (default) or random (FAISS's own)
+    init: str = "k-means++"
+    name: ClassVar[str] = "select"
+
+    def __post_init__(self):
+        if (self.ratio is None) == (self.size is None):
+            raise InputError("give exactly one of --ratio (e.g. 0.01) or --size (rows to keep)")
+        if self.ratio is not None and not (0 < float(self.ratio) < 1):
+            raise InputError(f"--ratio {self.ratio} is outside (0, 1); pass a fraction such as 0.01 for 1%")
+        if self.size is not None and int(self.size) < 1:
+            raise InputError(f"--size {self.size} must be at least 1 row")
+        if self.method not in METHODS:
+            raise InputError(f"--method {self.method}: unknown; use one of {', '.join(METHODS)}")
+        if self.length_groups < 1:
+            raise InputError(f"--length-groups {self.length_groups} must be at least 1")
+        if self.clusters < 1:
+            raise InputError(f"--clusters {self.clusters} must be at least 1")
+        if self.kmeans not in ("faiss", "sklearn"):
+            raise InputError(f"--kmeans {self.kmeans}: unknown; use faiss or sklearn")
+        if self.init not in ("k-means++", "random"):
+            raise InputError(f"--init {self.init}: unknown; use k-means++ or random")
+        if not (-1.0 <= self.tau <= 1.0):
+            raise InputError(f"--tau {self.tau} is a cosine and must lie in [-1, 1]")
+
+    # ---- inputs: embeddings and scores --------------------------------------------------------
+
+    def _embeddings(self, frame: pl.DataFrame, texts: list[str], ctx: RunContext) -> np.ndarray:
+        if self.embeddings:
+            if self.embeddings in frame.columns:
+                emb = np.asarray(frame[self.embeddings].to_list(), dtype=np.float32)
+                where = f"column '{self.embeddings}'"
+            else:
+                path = Path(self.embeddings)
+                if not path.is_file():
+                    raise InputError(
+                        f"--embeddings {self.embeddings}: neither a column ({', '.join(frame.columns)}) nor an .npy file"
+                    )
+                emb = np.load(path, mmap_mode="r")
+                where = str(path)
+            if emb.ndim != 2 or emb.shape[0] != frame.height:
+                raise InputError(
+                    f"{where}: embeddings have shape {tuple(emb.shape)} but the input has {frame.height:,} rows; "
+                    f"pass one vector per row, in the input's order (rows with an empty instruction or output are "
+                    f"dropped first: embed the folder `kocurate normalize` writes)"
+                )
+            return unit_rows(emb)
+        from .embed import default_cache_dir, embed_texts  # heavy backends load lazily
+
+        return np.asarray(
+            embed_texts(texts, embedder=self.embedder, cache_dir=ctx.cache_dir or default_cache_dir(),
+                        show_progress=ctx.show_progress),
+            dtype=np.float32,
+        )
+
+    def _scores(self, frame: pl.DataFrame, ctx: RunContext) -> tuple[pl.DataFrame, np.ndarray | None, dict]:
+        if self.method not in SCORED:
+            return frame, None, {}
+        column = self.score_column
+        have = column in frame.columns
+        if have and not frame[column].dtype.is_numeric():
+            raise InputError(
+                f"score column '{column}' holds {frame[column].dtype}, not numbers; rescore with `kocurate score` "
+                f"or name another column with --score-column"
+            )
+        missing = int(frame[column].cast(pl.Float64).fill_nan(None).is_null().sum()) if have else frame.height
+        stats: dict = {}
+        if missing and self.scorer:
+            from .score import compute_scores, default_cache_dir
+
+            metric, model = ("ifd", self.scorer[4:]) if self.scorer.startswith("ifd:") else ("ppl", self.scorer)
+            holes = (frame[column].cast(pl.Float64).fill_nan(None).is_null() if have
+                     else pl.Series([True] * frame.height)).to_numpy()
+            values, stats = compute_scores(frame.filter(pl.Series(holes)), model, metric,
+                                           cache_dir=(ctx.cache_dir or default_cache_dir()) / "scores", ctx=ctx)
+            filled = np.full(frame.height, np.nan)
+            if have:
+                filled[:] = frame[column].cast(pl.Float64).fill_null(np.nan).to_numpy()
+            filled[holes] = values
+            frame = frame.with_columns(pl.Series(column, filled, dtype=pl.Float64).fill_nan(None))
+            stats = {"scored_on_the_fly": int(holes.sum()), "scorer": self.scorer}
+            missing = int(frame[column].is_null().sum())
+            have = True
+        if missing:
+            metric = "ifd" if column == "ifd" else "ppl"
+            fix = (f"run `kocurate score IN -o SCORED --model MODEL --metric {metric}` first (e.g. --model "
+                   f"EleutherAI/polyglot-ko-1.3b, or --model charlm offline), or pass --scorer MODEL to score on the fly")
+            if not have:
+                raise InputError(
+                    f"--method {self.method} needs a '{column}' score column and the input has none "
+                    f"(columns: {', '.join(frame.columns)}); {fix}"
+                )
+            bad = frame.with_row_index("_row").filter(pl.col(column).cast(pl.Float64).fill_nan(None).is_null())
+            raise InputError(
+                f"--method {self.method}: score column '{column}' is empty for {missing:,} of {frame.height:,} rows "
+                f"(first: row {bad['_row'][0] + 1}, id {bad['id'][0]}); {fix}"
+            )
+        return frame, frame[column].cast(pl.Float64).to_numpy(), stats
+
+    # ---- run ----------------------------------------------------------------------------------
+
+    def run(self, frame: pl.DataFrame, ctx: RunContext) -> StepResult:
+        n = frame.height
+        if n == 0:
+            return self.keep_all(frame.with_columns(*(pl.lit(None, pl.Int64).alias(c) for c in ADDED)))
+        if self.clusters > n:
+            raise InputError(
+                f"--clusters {self.clusters} is more than the {n:,} input rows; pass --clusters {max(1, n // 20)} or fewer"
+            )
+        frame, scores, score_stats = self._scores(frame, ctx)
+        texts = prompt_texts(frame)
+        lengths = np.fromiter((len(t) for t in texts), dtype=np.int64, count=n)
+        groups, edges = length_groups(lengths, self.length_groups)
+        emb = self._embeddings(frame, texts, ctx)
+
+        cluster = np.zeros(n, dtype=np.int64)
+        dist = np.zeros(n, dtype=np.float32)
+        group_ids = np.unique(groups)
+        shrunk = []
+        for g in ctx.track(group_ids, f"k-means: {len(group_ids)} length groups x {self.clusters} clusters"):
+            members = np.flatnonzero(groups == g)
+            k = min(self.clusters, len(members))
+            if k < self.clusters:
+                shrunk.append(int(g))
+            labels, d2, _ = kmeans(emb[members], k, seed=ctx.seed, niter=self.niter, n_init=self.n_init,
+                                   backend=self.kmeans, init=self.init)
+            cluster[members] = labels
+            dist[members] = d2
+
+        # one key per (group, cluster), in a stable order
+        key = groups * (self.clusters + 1) + cluster
+        order = np.lexsort((np.arange(n), key))
+        bounds = np.flatnonzero(np.diff(key[order])) + 1
+        members_of = np.split(order, bounds)
+        sizes = np.array([len(m) for m in members_of])
+        quota = None
+        if self.size is not None:
+            quota = quotas(sizes, self.size)
+        elif self.method in ("centroid", "hard", "diverse"):
+            quota = quotas(sizes, int(round(self.ratio * n)))
+        rng = np.random.default_rng(ctx.seed)
+        picked = [
+            pick(self.method, m, ratio=self.ratio, quota=None if quota is None else int(quota[j]), scores=scores,
+                 dist=dist, emb=emb, texts=texts, rng=rng, tau=self.tau)
+            for j, m in enumerate(members_of)
+        ]
+        chosen = np.zeros(n, dtype=bool)
+        for p in picked:
+            chosen[p] = True
+
+        annotated = frame.with_columns(
+            pl.Series("len", lengths), pl.Series("len_group", groups), pl.Series("cluster", cluster),
+        )
+        kept = annotated.filter(pl.Series(chosen))
+        dropped = annotated.filter(~pl.Series(chosen))
+        removed = removal_frame(
+            dropped, self.name, "not-selected",
+            detail=pl.format("len_group {} cluster {} ({})", pl.col("len_group"), pl.col("cluster"), pl.lit(self.method)),
+        )
+        per_group = []
+        for g in group_ids:
+            in_g = groups == g
+            lo = edges[int(g)] if int(g) < len(edges) else None
+            hi = edges[int(g) + 1] if int(g) + 1 < len(edges) else None
+            per_group.append({
+                "len_group": int(g), "len_from": lo, "len_to": hi, "rows": int(in_g.sum()),
+                "clusters": int(np.unique(cluster[in_g]).size), "selected": int(chosen[in_g].sum()),
+            })
+        stats = {
+            "method": self.method,
+            "budget": "koquality formula" if quota is None else f"quota {int(quota.sum()):,}",
+            "clusters_total": len(members_of),
+            "groups": len(group_ids),
+            "groups_with_fewer_rows_than_clusters": shrunk,
+            "length_cut_points": edges,
+            "per_group": per_group,
+            "selected": int(chosen.sum()),
+            "selected_share": round(float(chosen.mean()), 6),
+            **score_stats,
+        }
+        if self.method == "diverse" and quota is not None and int(quota.sum()) > int(chosen.sum()):
+            stats["diverse_shortfall"] = int(quota.sum()) - int(chosen.sum())
+        return StepResult(kept, removed, stats)
+
+
+def koquality_count(cluster_sizes: np.ndarray, ratio: float) -> int:
+    """Rows the `ppl` method keeps for given cluster sizes: sum of ceil(n / int(1/ratio))."""
+    step = int(1 / ratio)
+    return int(sum(math.ceil(int(s) / step) for s in cluster_sizes))
+
+
+__all__ = ["METHODS", "Select", "kmeans", "koquality_count", "length_groups", "pick", "quotas", "systematic",
+           "CHARLM", "METRICS"]

@@ -1,0 +1,165 @@
+"""build: recipes parse with line numbers, run in order, and resume where they changed."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+from click.testing import CliRunner
+
+from kocurate.cli import main
+from kocurate.curate.recipe import apply_overrides, build, load_recipe, step_registry
+from kocurate.errors import InputError
+from kocurate.resources import resource_dir
+
+TOPICS = ["김치찌개", "서울 여행", "파이썬 함수", "한국 역사", "축구 경기", "주식 투자"]
+
+
+def write_rows(path, n=120):
+    rows = []
+    for i in range(n):
+        t = TOPICS[i % len(TOPICS)]
+        rows.append({"instruction": f"{t}에 대해 {'자세히 ' * (i % 7)}알려 주세요 ({i}번)", "output": f"{t} 답변 {i}",
+                     "task": t if i % 2 else "기타"})
+    rows.append({"instruction": "", "output": "빈 지시문"})
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8")
+    return path
+
+
+def recipe_file(tmp_path, body: str):
+    path = tmp_path / "r.yaml"
+    path.write_text(textwrap.dedent(body).lstrip(), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def two_step(tmp_path):
+    data = write_rows(tmp_path / "ko.jsonl")
+    return recipe_file(tmp_path, f"""
+        name: two-step
+        seed: 7
+        output: {tmp_path / 'out'}
+        inputs:
+          - {{name: ko, source: {data}}}
+        steps:
+          - cap:
+              per_task: 30
+          - select:
+              size: 20
+              method: centroid
+              clusters: 3
+              embedder: lexical
+        """)
+
+
+def test_bundled_recipes_parse_and_know_every_step():
+    registry = step_registry()
+    for name in ("kopen-platypus", "koquality", "cot-capped"):
+        recipe = load_recipe(name)
+        assert recipe.steps and all(s.name in registry for s in recipe.steps)
+        assert (resource_dir("recipes") / f"{name}.yaml").is_file()
+    koq = load_recipe("koquality")
+    select = koq.build_steps()[-1]
+    assert (select.ratio, select.length_groups, select.clusters, select.method) == (0.01, 5, 100, "ppl")
+    assert koq.build_steps()[1].model == "EleutherAI/polyglot-ko-1.3b"
+    assert [i.preset for i in koq.inputs] == ["koalpaca", "kullm", "oig-ko"]
+
+
+def test_unknown_step_names_the_line(tmp_path):
+    path = recipe_file(tmp_path, """
+        inputs: [data.jsonl]
+        steps:
+          - cap: {per_task: 10}
+          - selekt: {ratio: 0.1}
+        """)
+    with pytest.raises(InputError, match=rf"^{path}:4:5: unknown step 'selekt'; known steps: .*select") as err:
+        load_recipe(path)
+    assert "\n" not in str(err.value)
+
+
+def test_unknown_parameter_names_its_line_and_lists_the_parameters(tmp_path):
+    path = recipe_file(tmp_path, """
+        steps:
+          - select:
+              ratio: 0.1
+              clusterz: 5
+        """)
+    with pytest.raises(InputError, match=rf"^{path}:4:7: step 'select' has no parameter 'clusterz'; its parameters: ratio, size"):
+        load_recipe(path)
+
+
+def test_bad_parameter_value_names_the_step_line(tmp_path):
+    path = recipe_file(tmp_path, """
+        steps:
+          - select: {ratio: 2}
+        """)
+    with pytest.raises(InputError, match=rf"^{path}:2:5: step 'select': --ratio 2 is outside \(0, 1\)"):
+        load_recipe(path)
+
+
+def test_unknown_top_key_and_bad_yaml(tmp_path):
+    with pytest.raises(InputError, match=r":1:1: unknown recipe key 'stepz'"):
+        load_recipe(recipe_file(tmp_path, "stepz: []\n"))
+    with pytest.raises(InputError, match=r":2:\d+: not valid YAML"):
+        load_recipe(recipe_file(tmp_path, "steps:\n\t- cap\n"))
+
+
+def test_build_runs_in_order_then_reuses_then_reruns_only_what_changed(two_step, tmp_path):
+    first = build(load_recipe(two_step))
+    assert [(o.name, o.reused) for o in first.steps] == [("cap", False), ("select", False)]
+    assert first.steps[0].removed == {"empty": 1, "over-cap": 30}  # 기타: 60 -> 30
+    assert first.final.name == "02-select" and first.steps[-1].rows_out == 20
+    manifest = json.loads((first.final / "manifest.json").read_text())
+    assert [s["name"] for s in manifest["steps"]] == ["drop-empty", "cap", "select"] and manifest["seed"] == 7
+
+    again = build(load_recipe(two_step))
+    assert [o.reused for o in again.steps] == [True, True]
+    assert again.steps[-1].rows_out == 20
+
+    changed = build(apply_overrides(load_recipe(two_step), sets=("select.size=10",)))
+    assert [o.reused for o in changed.steps] == [True, False] and changed.steps[-1].rows_out == 10
+
+    reseeded = build(load_recipe(two_step), force=True)
+    assert [o.reused for o in reseeded.steps] == [False, False]
+
+
+def test_build_resumes_after_a_failed_step(two_step):
+    broken = apply_overrides(load_recipe(two_step), sets=("select.clusters=1000",))
+    with pytest.raises(InputError, match="--clusters 1000 is more than"):
+        build(broken)
+    fixed = build(load_recipe(two_step))
+    assert [o.reused for o in fixed.steps] == [True, False]
+
+
+def test_source_override_by_name_keeps_the_preset(tmp_path):
+    rows = [{"source": f"문제 {i}", "rationale": "근거", "target": "답", "task": f"t{i % 3}", "type": "CoT"} for i in range(30)]
+    data = tmp_path / "cot.jsonl"
+    data.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8")
+    recipe = apply_overrides(load_recipe("cot-capped"), sources=(f"cot={data}",), output=str(tmp_path / "o"),
+                             sets=("cap.per_task=4",))
+    assert recipe.inputs[0].preset == "cot-collection"
+    result = build(recipe)
+    assert result.steps[-1].rows_out == 12
+    with pytest.raises(InputError, match="no input named 'nope'; its inputs: cot"):
+        apply_overrides(load_recipe("cot-capped"), sources=("nope=x.jsonl",))
+
+
+def test_cli_build_koquality_offline(tmp_path):
+    data = write_rows(tmp_path / "ko.jsonl", 150)
+    res = CliRunner().invoke(main, [
+        "build", "koquality", "--source", str(data), "--model", "charlm", "--embedder", "lexical",
+        "--set", "select.clusters=4", "--set", "select.ratio=0.05", "-o", str(tmp_path / "kq"),
+        "--cache-dir", str(tmp_path / "cache"),
+    ])
+    assert res.exit_code == 0, res.output
+    assert "build koquality" in res.output and "03 select" in res.output and "result:" in res.output
+    res = CliRunner().invoke(main, ["build", "koquality", "--source", str(data), "--model", "charlm", "--embedder",
+                                    "lexical", "--set", "select.clusters=4", "--set", "select.ratio=0.05",
+                                    "-o", str(tmp_path / "kq"), "--cache-dir", str(tmp_path / "cache")])
+    assert res.exit_code == 0 and res.output.count("reused") >= 3
+
+
+def test_cli_build_unknown_recipe_is_one_line(tmp_path):
+    res = CliRunner().invoke(main, ["build", str(tmp_path / "missing.yaml")])
+    assert res.exit_code == 2 and "no such recipe file" in res.output and "koquality" in res.output
