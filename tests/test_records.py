@@ -206,3 +206,10 @@ def test_killed_write_leaves_no_output_folder(tmp_path):
     assert not (tmp_path / "out").exists()
     leftovers = [p.name for p in tmp_path.iterdir()]
     assert all(name.startswith(".out.tmp-") for name in leftovers)
+
+
+def test_empty_file_is_one_line(tmp_path):
+    path = tmp_path / "empty.jsonl"
+    path.write_text("\n  \n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"empty.jsonl: empty file \(no rows\)"):
+        load_records(path)

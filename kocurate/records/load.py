@@ -197,6 +197,8 @@ def read_table(path: Path) -> pl.DataFrame:
             raise InputError(f"{path}: not a readable parquet file ({_first_line(exc)})") from None
     data = path.read_bytes()
     text = _decode_utf8(path, data)
+    if not text.strip():
+        raise InputError(f"{path}: empty file (no rows); nothing to load")
     if suffix in (".csv", ".tsv"):
         try:
             return pl.read_csv(data, separator="\t" if suffix == ".tsv" else ",", infer_schema_length=0)
@@ -227,6 +229,8 @@ def _decode_utf8(path: Path, data: bytes) -> str:
 
 
 def _read_jsonl(path: Path, data: bytes, text: str) -> pl.DataFrame:
+    if not text.strip():
+        raise InputError(f"{path}: empty file (no rows); nothing to load")
     try:
         frame = pl.read_ndjson(data, infer_schema_length=None)
         if frame.height or not text.strip():

