@@ -120,3 +120,15 @@ def test_report_compares_with_base_and_control(tmp_path):
     assert "select: 100 -> 10 rows (ratio=0.1)" in markdown
     page = render_html(markdown, b"\x89PNG")
     assert page.startswith("<!doctype html>") and "data:image/png;base64," in page and "<td>full</td>" in page
+
+
+def test_random_control_is_redrawn_when_its_pool_changes(tmp_path):
+    loaded = {"full": load_records(_write(tmp_path / "full.jsonl", 50)), "sel": load_records(_write(tmp_path / "sel.jsonl", 7))}
+    arm = parse_arms(["full=x", "sel=y", "ctrl=random:sel"])[3]
+    folder = materialize_control(arm, loaded, tmp_path / "ctrl", seed=5)
+    first = load_records(folder).frame["instruction"].to_list()
+    rows = [{"instruction": f"새 질문 {i}: 제주도의 특산물을 알려 주세요.", "output": f"답 {i}"} for i in range(50)]
+    (tmp_path / "full.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    loaded["full"] = load_records(tmp_path / "full.jsonl")
+    redrawn = load_records(materialize_control(arm, loaded, tmp_path / "ctrl", seed=5)).frame["instruction"].to_list()
+    assert redrawn != first and all(text.startswith("새 질문") for text in redrawn)

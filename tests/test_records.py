@@ -213,3 +213,29 @@ def test_empty_file_is_one_line(tmp_path):
     path.write_text("\n  \n", encoding="utf-8")
     with pytest.raises(InputError, match=r"empty.jsonl: empty file \(no rows\)"):
         load_records(path)
+
+
+def test_missing_local_file_is_not_taken_for_a_hub_id(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError, match="data/foo.jsonl: no such file or folder"):
+        load_records("data/foo.jsonl")
+
+
+def test_corrupt_shard_and_manifest_are_one_line_errors(tmp_path):
+    folder = tmp_path / "set"
+    run_pipeline([load_records(write_jsonl(tmp_path / "rows.jsonl", ROWS))], [], folder)
+    (folder / "manifest.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(InputError, match=r"manifest.json:1: malformed manifest"):
+        load_records(folder)
+    (folder / "manifest.json").unlink()
+    (folder / "data" / "train-00000-of-00001.parquet").write_bytes(b"PAR1 broken")
+    with pytest.raises(InputError, match="not a readable parquet file"):
+        load_records(folder)
+
+
+def test_folder_fingerprint_is_the_same_with_or_without_its_manifest(tmp_path):
+    folder = tmp_path / "set"
+    result = run_pipeline([load_records(write_jsonl(tmp_path / "rows.jsonl", ROWS))], [], folder)
+    with_manifest = load_records(folder).info.fingerprint
+    (folder / "manifest.json").unlink()
+    assert load_records(folder).info.fingerprint == with_manifest == result.manifest.data_fingerprint

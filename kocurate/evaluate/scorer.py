@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from ..errors import InputError
+from ..errors import InputError, first_line
 
 Request = tuple[str, Sequence[str]]  # (context, continuations)
 _CPU_AUTO_BATCH = 16
@@ -320,7 +320,7 @@ def load_model(model_id: str, *, adapter: str | None = None, device: str = "auto
         tokenizer = AutoTokenizer.from_pretrained(model_id)
         model = AutoModelForCausalLM.from_pretrained(model_id, dtype=torch_dtype)
     except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise InputError(f"{model_id}: could not load a causal LM ({first}); pass a Hub id or a folder saved with save_pretrained") from None
     if adapter:
         model = apply_adapter(model, model_id, adapter)
@@ -349,7 +349,7 @@ def apply_adapter(model, model_id: str, adapter: str):
     try:
         return PeftModel.from_pretrained(model, adapter).merge_and_unload()
     except (RuntimeError, ValueError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0][:160]
+        first = first_line(exc, 160)
         raise InputError(f"{adapter}: adapter does not fit {model_id} ({first}); pass the adapter's base model as MODEL") from None
 
 

@@ -80,7 +80,10 @@ def materialize_control(arm: ArmSpec, loaded: dict[str, Loaded], folder: Path, s
         raise InputError(f"--arm {arm.name}: {arm.random_of} has {size} rows but the pool {pool_name} only {pool.height}")
     if (folder / "manifest.json").is_file():
         existing = load_records(folder)
-        if existing.frame.height == size and (existing.manifest or {}).get("seed") == seed:
+        made = existing.manifest or {}
+        pool_print = (made.get("inputs") or [{}])[0].get("fingerprint")
+        # Reuse only a draw of the same size, seed and pool: a re-curated pool needs a new control.
+        if existing.frame.height == size and made.get("seed") == seed and pool_print == loaded[pool_name].info.fingerprint:
             return folder
     rows = pool.sample(n=size, seed=seed, shuffle=True)
     manifest = Manifest(seed=seed, inputs=[loaded[pool_name].info.to_dict()])

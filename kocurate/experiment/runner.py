@@ -10,12 +10,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from ..errors import InputError
+from ..records import file_sha256
 from .arms import BASE, ArmSpec, load_arm_data, materialize_control, parse_arms
 
 
@@ -78,7 +81,7 @@ def _digest(payload) -> str:
 
 
 def _file_digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return file_sha256(path)
 
 
 def read_stamped(path: Path, key: str) -> dict | None:
@@ -97,11 +100,15 @@ def read_stamped(path: Path, key: str) -> dict | None:
 
 def write_stamped(path: Path, data: dict, key: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1))
-    tmp.replace(path)
-    stamp = path.with_name(path.name + ".stamp")
-    stamp.write_text(json.dumps({"key": key, "sha256": _file_digest(path)}))
+    _write_atomic(path, json.dumps(data, ensure_ascii=False, indent=1))
+    _write_atomic(path.with_name(path.name + ".stamp"), json.dumps({"key": key, "sha256": _file_digest(path)}))
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------------------------

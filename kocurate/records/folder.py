@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -12,6 +11,7 @@ from typing import Callable
 import polars as pl
 
 from ..errors import InputError
+from .load import files_fingerprint
 from .manifest import Manifest
 from .schema import canonical_order
 
@@ -75,7 +75,7 @@ def write_dataset_folder(
         manifest.rows = kept.height
         manifest.removed_rows = removed.height if removed is not None else 0
         manifest.columns = kept.columns
-        manifest.data_fingerprint = _fingerprint(shards)
+        manifest.data_fingerprint = files_fingerprint(shards)
         manifest.write(tmp / "manifest.json")
         render = render_card or _DEFAULT_RENDERER or minimal_card
         (tmp / "README.md").write_text(render(tmp, manifest.to_dict()), encoding="utf-8")
@@ -95,13 +95,6 @@ def _write_split(folder: Path, frame: pl.DataFrame, split: str = "train") -> lis
         frame.slice(index * SHARD_ROWS, SHARD_ROWS).write_parquet(path, compression="zstd")
         paths.append(path)
     return paths
-
-
-def _fingerprint(paths: list[Path]) -> str:
-    digest = hashlib.sha256()
-    for path in paths:
-        digest.update(path.read_bytes())
-    return "sha256:" + digest.hexdigest()
 
 
 def _replace(tmp: Path, out: Path, overwrite: bool) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import InputError, first_line
 
 HUB_ID = "skt/kobest_v1"
 SPLITS = ("train", "validation", "test")
@@ -78,7 +78,7 @@ def _read_hub(config: str, split: str) -> list[dict]:
         ds = datasets.load_dataset(HUB_ID, config, split=split)
     except Exception as exc:
         raise InputError(
-            f"{HUB_ID} ({config}/{split}) could not be loaded from the Hub ({str(exc).splitlines()[0][:160]}); "
+            f"{HUB_ID} ({config}/{split}) could not be loaded from the Hub ({first_line(exc, 160)}); "
             f"offline? pass --data-dir with the Hub's layout ({{config}}/{{split}}.jsonl)"
         ) from None
     return [dict(row) for row in ds]

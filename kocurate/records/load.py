@@ -10,7 +10,8 @@ from pathlib import Path
 
 import polars as pl
 
-from ..errors import InputError
+from ..errors import InputError, first_line
+from .manifest import read_manifest
 from .presets import Preset, get_preset, preset_for_hub_id
 from .schema import CANONICAL, OPTIONAL, REQUIRED_TEXT, canonical_order
 
@@ -45,7 +46,8 @@ class Loaded:
 
 
 def looks_like_hub_id(source: str) -> bool:
-    return bool(_HUB_ID.match(source)) and not Path(source).exists()
+    # "data/foo.jsonl" that does not exist is a missing file, not a Hub repository.
+    return bool(_HUB_ID.match(source)) and not Path(source).exists() and not source.lower().endswith(FILE_SUFFIXES)
 
 
 def load_records(
@@ -194,7 +196,7 @@ def read_table(path: Path) -> pl.DataFrame:
         try:
             return pl.read_parquet(path)
         except Exception as exc:  # polars raises several types for a corrupt file
-            raise InputError(f"{path}: not a readable parquet file ({_first_line(exc)})") from None
+            raise InputError(f"{path}: not a readable parquet file ({first_line(exc)})") from None
     data = path.read_bytes()
     text = _decode_utf8(path, data)
     if not text.strip():
@@ -203,7 +205,7 @@ def read_table(path: Path) -> pl.DataFrame:
         try:
             return pl.read_csv(data, separator="\t" if suffix == ".tsv" else ",", infer_schema_length=0)
         except Exception as exc:
-            raise InputError(f"{path}: malformed {suffix[1:].upper()} ({_first_line(exc)}); check quoting and column counts") from None
+            raise InputError(f"{path}: malformed {suffix[1:].upper()} ({first_line(exc)}); check quoting and column counts") from None
     if suffix == ".json":
         stripped = text.lstrip()
         if stripped.startswith("["):
@@ -260,7 +262,7 @@ def _rows_to_frame(path: Path, rows) -> pl.DataFrame:
     try:
         return pl.DataFrame(rows, infer_schema_length=None)
     except Exception as exc:
-        raise InputError(f"{path}: rows have inconsistent types ({_first_line(exc)}); make each column one type") from None
+        raise InputError(f"{path}: rows have inconsistent types ({first_line(exc)}); make each column one type") from None
 
 
 def data_files(folder: Path, split: str = "train") -> list[Path]:
@@ -277,19 +279,14 @@ def _read_folder(folder: Path) -> tuple[pl.DataFrame, str, dict | None]:
         raise InputError(
             f"{folder}: no data/train-*.parquet shards (not a dataset folder); pass a file or a folder written by kocurate"
         )
-    frame = pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed")
-    manifest_path = folder / "manifest.json"
-    manifest = None
-    if manifest_path.is_file():
-        try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{manifest_path}:{exc.lineno}: malformed manifest ({exc.msg}); rebuild the folder") from None
-    fingerprint = (manifest or {}).get("data_fingerprint") or _files_fingerprint(files)
+    frame = pl.concat([read_table(f) for f in files], how="diagonal_relaxed")
+    manifest = read_manifest(folder)
+    fingerprint = (manifest or {}).get("data_fingerprint") or files_fingerprint(files)
     return frame, fingerprint, manifest
 
 
-def _files_fingerprint(files: list[Path]) -> str:
+def files_fingerprint(files: list[Path]) -> str:
+    """One fingerprint for a list of files (streamed; the order of the list counts)."""
     digest = hashlib.sha256()
     for f in files:
         digest.update(file_sha256(f).encode())
@@ -303,14 +300,9 @@ def _read_hub(hub_id: str, split: str) -> tuple[pl.DataFrame, str]:
         ds = datasets.load_dataset(hub_id, split=split)
     except Exception as exc:
         raise InputError(
-            f"{hub_id}: could not load from the Hugging Face Hub ({_first_line(exc)}); offline or unknown? "
+            f"{hub_id}: could not load from the Hugging Face Hub ({first_line(exc)}); offline or unknown? "
             f"download it once (e.g. `hf download --repo-type dataset {hub_id} --local-dir DIR`) and pass the local path"
         ) from None
     revision = getattr(ds.info, "version", None)
     fingerprint = f"hub:{hub_id}@{ds._fingerprint}" if hasattr(ds, "_fingerprint") else f"hub:{hub_id}@{revision}"
     return pl.from_arrow(ds.data.table), fingerprint
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .. import __version__
+from ..errors import InputError
 
 
 @dataclass
@@ -45,20 +46,26 @@ class Manifest:
     #: provenance of the inputs' own folders (their manifests), so history is never lost
     parents: list[dict] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        # Fixed once, so manifest.json and the card rendered from it agree.
+        self.created = self.created or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
     def add_step(self, record: StepRecord) -> None:
         self.steps.append(record.to_dict())
 
     def to_dict(self) -> dict:
-        data = asdict(self)
-        data["created"] = data["created"] or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-        return data
+        return asdict(self)
 
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
 
 
 def read_manifest(folder: str | Path) -> dict | None:
+    """The folder's manifest, None when it has none; a damaged one is a one-line error."""
     path = Path(folder) / "manifest.json"
     if not path.is_file():
         return None
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}:{exc.lineno}: malformed manifest ({exc.msg}); rebuild the folder") from None

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import InputError, first_line
 from .config import TrainConfig
 from .peft_setup import ParamCount, Targets, count_params, wrap
 
@@ -71,7 +71,7 @@ def dry_run(config: TrainConfig) -> DryRun:
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(model_config)
     except ValueError as exc:
-        raise InputError(f"--base {config.base}: not a causal LM architecture ({str(exc).splitlines()[0][:160]})") from None
+        raise InputError(f"--base {config.base}: not a causal LM architecture ({first_line(exc, 160)})") from None
     linear = linear_layer_names(model)
     peft_model, targets = wrap(model, config)
     return DryRun(config.base, getattr(model_config, "model_type", "?"), config.method, count_params(peft_model),

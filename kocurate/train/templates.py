@@ -18,7 +18,7 @@ import string
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import InputError, first_line
 
 IGNORE_INDEX = -100
 FIELDS = ("instruction", "input", "output", "rationale", "target", "task")
@@ -110,7 +110,7 @@ def get_template(name_or_path: str) -> Template:
 
                 spec = yaml.safe_load(text)
         except Exception as exc:  # json and yaml raise different types
-            raise InputError(f"{path}: not a readable template file ({str(exc).splitlines()[0]})") from None
+            raise InputError(f"{path}: not a readable template file ({first_line(exc)})") from None
         if not isinstance(spec, dict) or "without_input" not in spec and "with_input" not in spec:
             raise InputError(f"{path}: a template file needs the keys with_input and/or without_input")
         without = spec.get("without_input") or spec["with_input"]

@@ -28,7 +28,7 @@ import time
 import warnings
 from pathlib import Path
 
-from ..errors import InputError, KocurateError
+from ..errors import InputError, KocurateError, first_line
 from ..records import load_records, parse_mapping
 from .config import RESUMABLE, TrainConfig, TrainResult
 from .templates import IGNORE_INDEX, Encoded, check_max_length, encode_rows, get_template
@@ -310,7 +310,7 @@ def load_tokenizer(base: str):
     try:
         tokenizer = AutoTokenizer.from_pretrained(base)
     except Exception as exc:
-        raise InputError(f"--base {base}: could not load its tokenizer ({_first_line(exc)}); pass a model folder "
+        raise InputError(f"--base {base}: could not load its tokenizer ({first_line(exc)}); pass a model folder "
                          f"with tokenizer files, or a Hub id you can reach") from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token  # pads are masked out of attention and loss anyway
@@ -340,7 +340,7 @@ def load_model(config: TrainConfig, accelerator, use_bf16: bool):
     try:
         model = AutoModelForCausalLM.from_pretrained(config.base, **kwargs)
     except Exception as exc:
-        raise InputError(f"--base {config.base}: could not load the model ({_first_line(exc)}); pass a causal LM "
+        raise InputError(f"--base {config.base}: could not load the model ({first_line(exc)}); pass a causal LM "
                          f"folder or Hub id") from None
     model.config.use_cache = False
     if config.load_in_4bit:
@@ -633,6 +633,3 @@ def _write_json_atomic(path: Path, payload: dict) -> None:
     os.replace(tmp, path)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__
