@@ -88,3 +88,11 @@ def test_cli_cap_missing_column_is_one_line(tmp_path):
     res = CliRunner().invoke(main, ["cap", str(src), "-o", str(tmp_path / "o")])
     assert res.exit_code == 2 and "no task column 'task'; columns: id, instruction, input, output, source" in res.output
     assert res.output.strip().count("\n") == 0
+
+
+def test_null_task_rows_counts_rows_without_a_task():
+    frame = cot_frame({"요약": 5, "번역": 3})
+    frame = frame.with_columns(pl.when(pl.int_range(pl.len()) < 2).then(None).otherwise(pl.col("task")).alias("task"))
+    result = Cap(per_task=100).run(frame, RunContext(seed=42))
+    assert result.stats["null_task_rows"] == 2
+    assert Cap(per_task=100).run(cot_frame({"요약": 5}), RunContext()).stats["null_task_rows"] == 0

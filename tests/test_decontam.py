@@ -143,3 +143,39 @@ def test_cli_decontaminate(tmp_path):
     assert shown.exit_code == 0 and "kobest/copa/test/0" in shown.output
     missing = runner.invoke(main, ["decontaminate", str(src), "-o", str(tmp_path / "x"), "--data-dir", str(tmp_path / "nowhere")])
     assert missing.exit_code == 2 and "error:" in missing.output and "nowhere" in missing.output
+
+
+def _dataset_folder(root: Path, split: str) -> Path:
+    (root / "data").mkdir(parents=True)
+    pl.DataFrame({"question": ["지구의 자전 주기는 얼마인가요?"]}).write_parquet(root / "data" / f"{split}-00000-of-00001.parquet")
+    return root
+
+
+def test_folder_benchmark_ids_name_the_split_actually_read(tmp_path):
+    only_train = _dataset_folder(tmp_path / "evalset", "train")
+    result = Decontaminate(against=str(only_train), fields=("question",)).run(train_frame(), RunContext())
+    assert result.removed["id"].to_list() == ["t5"]
+    assert result.removed["dup_of"].to_list() == ["evalset/train/0"]  # not evalset/test/0: there is no test split
+    with_test = _dataset_folder(tmp_path / "withtest", "test")
+    result = Decontaminate(against=str(with_test), fields=("question",)).run(train_frame(), RunContext())
+    assert result.removed["dup_of"].to_list() == ["withtest/test/0"]
+
+
+def test_folder_benchmark_without_the_split_names_bench_split(tmp_path):
+    folder = _dataset_folder(tmp_path / "evalset", "validation")
+    with pytest.raises(InputError, match="no data files for split 'test'; pass --bench-split") as err:
+        Decontaminate(against=str(folder), fields=("question",)).load_items()
+    assert "\n" not in str(err.value)
+
+
+def test_hub_benchmark_load_failure_names_bench_split(monkeypatch):
+    datasets = pytest.importorskip("datasets")
+
+    def fail(*args, **kwargs):
+        raise ValueError("Unknown split \"test\".\nShould be one of ['train'].")
+
+    monkeypatch.setattr(datasets, "load_dataset", fail)
+    with pytest.raises(InputError) as err:
+        Decontaminate(against="someone/no-such-eval").load_items()
+    msg = str(err.value)
+    assert "--bench-split" in msg and "--split " not in msg and "Unknown split" in msg and "\n" not in msg

@@ -283,3 +283,17 @@ def test_cell_index_top_k_matches_exact_on_clusters():
     ivf_s, ivf_i = nearest(vectors, k=1, method="ivf", exclude_self=True)
     assert np.mean(exact_i[:, 0] == ivf_i[:, 0]) >= 0.99
     assert np.allclose(exact_s[ivf_i == exact_i], ivf_s[ivf_i == exact_i], atol=1e-5)
+
+
+def test_corrupt_removed_parquet_is_a_one_line_error(tmp_path):
+    src = _write_jsonl(tmp_path / "in.jsonl", ROWS)
+    out = tmp_path / "out"
+    runner = CliRunner()
+    result = runner.invoke(main, ["dedup", str(src), "-o", str(out), "--embedder", "lexical", "--no-cache"])
+    assert result.exit_code == 0, result.output
+    shard = next((out / "removed").glob("train-*.parquet"))
+    shard.write_bytes(b"not parquet at all")
+    shown = runner.invoke(main, ["explain", str(out)])
+    assert shown.exit_code != 0 and "not a readable parquet file" in shown.output and "Traceback" not in shown.output
+    again = runner.invoke(main, ["dedup", str(out), "-o", str(tmp_path / "out2"), "--embedder", "lexical", "--no-cache"])
+    assert again.exit_code != 0 and "not a readable parquet file" in again.output and "Traceback" not in again.output

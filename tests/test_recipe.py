@@ -163,3 +163,31 @@ def test_cli_build_koquality_offline(tmp_path):
 def test_cli_build_unknown_recipe_is_one_line(tmp_path):
     res = CliRunner().invoke(main, ["build", str(tmp_path / "missing.yaml")])
     assert res.exit_code == 2 and "no such recipe file" in res.output and "koquality" in res.output
+
+
+def test_cli_build_rerun_embeds_nothing_with_the_default_cache(tmp_path, monkeypatch):
+    """build uses the default cache folder like dedup does: a forced rerun finds every embedding cached."""
+    from kocurate.curate.embed import LexicalEmbedder
+
+    calls: list[int] = []
+    original = LexicalEmbedder.encode
+
+    def counting(self, texts, *args, **kwargs):
+        calls.append(len(texts))
+        return original(self, texts, *args, **kwargs)
+
+    monkeypatch.setattr(LexicalEmbedder, "encode", counting)
+    monkeypatch.setenv("KOCURATE_CACHE", str(tmp_path / "cache"))
+    data = write_rows(tmp_path / "ko.jsonl", 150)
+    args = ["build", "koquality", "--source", str(data), "--model", "charlm", "--embedder", "lexical",
+            "--set", "select.clusters=4", "--set", "select.ratio=0.05", "-o", str(tmp_path / "kq"), "--force"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert sum(calls) > 0 and list((tmp_path / "cache" / "embeddings").rglob("*.npy"))
+    calls.clear()
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert "reused" not in res.output and calls == []
+    res = CliRunner().invoke(main, [*args, "--no-cache"])
+    assert res.exit_code == 0, res.output
+    assert sum(calls) > 0

@@ -149,3 +149,43 @@ def test_importing_score_stays_light():
 def test_score_step_needs_a_model():
     with pytest.raises(InputError, match="score needs a model"):
         Score()
+
+
+def test_unwritable_score_cache_warns_once_and_scores_without_it(tiny_gpt_neox, tmp_path):
+    import os
+
+    from kocurate.curate.score import ScoreCache
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):
+            pytest.skip("running as root: chmod does not make a folder read-only")
+        with pytest.warns(RuntimeWarning, match="score cache .* not writable.*continuing without caching") as caught:
+            values, stats = compute_scores(frame(TEXTS[:2]), str(tiny_gpt_neox), "ppl", cache_dir=locked / "scores")
+        assert len([w for w in caught if issubclass(w.category, RuntimeWarning)]) == 1
+        assert np.isfinite(values).all() and stats["scored"] == 2
+        with pytest.warns(RuntimeWarning):
+            cache = ScoreCache(locked / "scores")
+        assert cache.get_many(["k"]) == {} and cache.put_many({"k": 1.0}) is None
+        cache.close()
+    finally:
+        locked.chmod(0o700)
+
+
+def test_score_step_without_a_cache_dir_caches_nothing(tiny_gpt_neox, tmp_path, monkeypatch):
+    monkeypatch.setenv("KOCURATE_CACHE", str(tmp_path / "default-cache"))
+    result = Score(model=str(tiny_gpt_neox), metric="ppl").run(frame(TEXTS[:2]), RunContext())
+    assert result.stats["scored"] == 2 and not (tmp_path / "default-cache").exists()
+    result = Score(model=str(tiny_gpt_neox), metric="ppl").run(frame(TEXTS[:2]), RunContext(cache_dir=tmp_path / "c"))
+    assert (tmp_path / "c" / "scores" / "scores.sqlite").is_file()
+
+
+def test_score_cache_that_cannot_be_created_warns_and_scores(tiny_gpt_neox, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder", encoding="utf-8")  # works as root too: no folder can be made under a file
+    with pytest.warns(RuntimeWarning, match="score cache .* not writable.*continuing without caching") as caught:
+        values, stats = compute_scores(frame(TEXTS[:2]), str(tiny_gpt_neox), "ppl", cache_dir=blocker / "scores")
+    assert len([w for w in caught if issubclass(w.category, RuntimeWarning)]) == 1
+    assert np.isfinite(values).all() and (stats["scored"], stats["cached"]) == (2, 0)

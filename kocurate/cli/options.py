@@ -24,6 +24,21 @@ output_options = [
 ]
 
 
+cache_options = [
+    click.option("--cache-dir", default=None, type=click.Path(path_type=Path),
+                 help="Where embeddings and scores are cached (reruns embed and score nothing). "
+                      "Default: $KOCURATE_CACHE or ~/.cache/kocurate."),
+    click.option("--no-cache", is_flag=True, help="Neither read nor write the embedding and score cache."),
+]
+
+
+def run_context(seed: int, cache_dir: Path | None, no_cache: bool):
+    """The RunContext of a command: --no-cache wins, else --cache-dir, else the default cache folder."""
+    from ..curate.pipeline import RunContext, default_cache_dir  # light: no embedders or torch
+
+    return RunContext(seed=seed, cache_dir=None if no_cache else (cache_dir or default_cache_dir()), show_progress=True)
+
+
 def apply(options):
     """Decorate a command with a list of click options (in the listed order)."""
 

@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 from rich.table import Table
 
-from ..curate import RunContext, run_pipeline
+from ..curate import run_pipeline
 from ..curate.cap import Cap
 from ..curate.score import IFD_TEMPLATE, METRICS, STRIDE, TRUNCATION, Score
 from ..curate.select import METHODS, Select
-from .options import apply, input_options, load_inputs, output_options
+from .options import apply, cache_options, input_options, load_inputs, output_options, run_context
 from .render import console, print_written
-
-cache_option = click.option(
-    "--cache-dir", type=click.Path(path_type=Path), default=None,
-    help="Where embeddings and scores are cached (default $KOCURATE_CACHE or ~/.cache/kocurate).",
-)
-
-
-def _ctx(seed: int, cache_dir: Path | None) -> RunContext:
-    return RunContext(seed=seed, cache_dir=cache_dir, show_progress=True)
-
 
 # --------------------------------------------------------------------------------------------
 
@@ -42,9 +30,9 @@ def _ctx(seed: int, cache_dir: Path | None) -> RunContext:
 @click.option("--stride", default=STRIDE, show_default=True, help="Sliding-window stride for texts longer than the model's window.")
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA + bf16 when present), cpu, cuda, cuda:1 ...")
 @click.option("--template", default=IFD_TEMPLATE, show_default=True, help="IFD prompt; {prompt} is instruction(+input).")
-@cache_option
+@apply(cache_options)
 def score_cmd(inputs, preset, mapping, split, output, overwrite, seed, model, metric, column, batch_size, max_length,
-              stride, device, template, cache_dir):
+              stride, device, template, cache_dir, no_cache):
     """Add a perplexity (`ppl`) or IFD column to every row, computed with a causal LM.
 
     \b
@@ -66,7 +54,7 @@ def score_cmd(inputs, preset, mapping, split, output, overwrite, seed, model, me
     step = Score(model=model, metric=metric, column=column, batch_size=batch_size, max_length=max_length,
                  stride=stride, device=device, template=template)
     sources = load_inputs(inputs, preset, mapping, split)
-    result = run_pipeline(sources, [step], output, ctx=_ctx(seed, cache_dir), overwrite=overwrite)
+    result = run_pipeline(sources, [step], output, ctx=run_context(seed, cache_dir, no_cache), overwrite=overwrite)
     stats = result.records[-1].stats
     table = Table(title=f"{metric} scores", title_justify="left", show_header=False)
     for label, key in (("column", "column"), ("rows scored now", "scored"), ("rows from cache", "cached"),
@@ -96,7 +84,8 @@ def score_cmd(inputs, preset, mapping, split, output, overwrite, seed, model, me
               help="default (offline USE-multilingual), lexical (fast), or st:<Hub id or path> e.g. st:BM-K/KoSimCSE-roberta-multitask.")
 @click.option("--embeddings", default=None, metavar="FILE.npy|COLUMN",
               help="Precomputed embeddings instead of --embedder: an .npy with one row per input row, or a column.")
-@click.option("--score-column", default="ppl", show_default=True, help="Scores used by ppl, ppl-h and diverse.")
+@click.option("--score-column", default=None,
+              help="Scores used by ppl, ppl-h and diverse (default: ifd with --scorer ifd:MODEL, else ppl).")
 @click.option("--scorer", default=None, metavar="MODEL|ifd:MODEL|charlm",
               help="Score rows that have no score on the fly (else those methods ask for `kocurate score` first).")
 @click.option("--tau", default=0.9, show_default=True, help="diverse: max cosine to already chosen rows.")
@@ -107,9 +96,10 @@ def score_cmd(inputs, preset, mapping, split, output, overwrite, seed, model, me
               help="k-means engine; sklearn --n-init 10 --seed 42 is KoQuality's own (about 100x slower).")
 @click.option("--init", "kmeans_init", type=click.Choice(["k-means++", "random"]), default="k-means++", show_default=True,
               help="FAISS seeding; random is FAISS's own (faster, much worse on skewed cluster sizes).")
-@cache_option
+@apply(cache_options)
 def select_cmd(inputs, preset, mapping, split, output, overwrite, seed, ratio, size, method, length_groups, clusters,
-               embedder, embeddings, score_column, scorer, tau, niter, n_init, kmeans_backend, kmeans_init, cache_dir):
+               embedder, embeddings, score_column, scorer, tau, niter, n_init, kmeans_backend, kmeans_init, cache_dir,
+               no_cache):
     """Pick a small, diverse, high-quality subset the way KoQuality did (and alternatives).
 
     \b
@@ -133,7 +123,7 @@ def select_cmd(inputs, preset, mapping, split, output, overwrite, seed, ratio, s
                   embedder=embedder, embeddings=embeddings, score_column=score_column, scorer=scorer, tau=tau, niter=niter,
                   n_init=n_init, kmeans=kmeans_backend, init=kmeans_init)
     sources = load_inputs(inputs, preset, mapping, split)
-    result = run_pipeline(sources, [step], output, ctx=_ctx(seed, cache_dir), overwrite=overwrite)
+    result = run_pipeline(sources, [step], output, ctx=run_context(seed, cache_dir, no_cache), overwrite=overwrite)
     stats = result.records[-1].stats
     table = Table(title=f"selection by length group (method {method}, {stats.get('budget')})", title_justify="left")
     for name in ("len_group", "length (chars)", "rows", "clusters", "selected", "share"):
@@ -181,7 +171,7 @@ def cap_cmd(inputs, preset, mapping, split, output, overwrite, seed, per_task, t
     """
     sources = load_inputs(inputs, preset, mapping, split)
     result = run_pipeline(sources, [Cap(per_task=per_task, task_column=task_column)], output,
-                          ctx=_ctx(seed, None), overwrite=overwrite)
+                          ctx=run_context(seed, None, no_cache=True), overwrite=overwrite)
     stats = result.records[-1].stats
     per = sorted(stats.get("per_task", {}).items(), key=lambda kv: (-kv[1][0], kv[0]))
     table = Table(title=f"tasks: {stats.get('tasks', 0):,} ({stats.get('tasks_capped', 0):,} capped at {per_task})",
@@ -213,8 +203,8 @@ def cap_cmd(inputs, preset, mapping, split, output, overwrite, seed, per_task, t
 @click.option("-o", "--output", default=None, type=click.Path(), help="Output folder (default: the recipe's `output`).")
 @click.option("--seed", default=None, type=int, help="Override the recipe's seed.")
 @click.option("--force", is_flag=True, help="Rerun every step even when its folder is up to date.")
-@cache_option
-def build_cmd(recipe, sources, model, embedder, sets, output, seed, force, cache_dir):
+@apply(cache_options)
+def build_cmd(recipe, sources, model, embedder, sets, output, seed, force, cache_dir, no_cache):
     """Run a YAML recipe: inputs, then steps in order, each writing a dataset folder.
 
     RECIPE is a file or a bundled recipe name: kopen-platypus, koquality, cot-capped.
@@ -239,8 +229,7 @@ def build_cmd(recipe, sources, model, embedder, sets, output, seed, force, cache
         verb = "reused" if outcome.reused else "ran"
         console.print(f"  {outcome.index:02d} {outcome.name}: {verb} -> {outcome.folder}")
 
-    result = build(spec, ctx=RunContext(seed=spec.seed, cache_dir=cache_dir, show_progress=True), force=force,
-                   on_step=announce)
+    result = build(spec, ctx=run_context(spec.seed, cache_dir, no_cache), force=force, on_step=announce)
     table = Table(title=f"build {spec.name}", title_justify="left")
     for name in ("step", "status", "rows in", "rows out", "removed (reason: rows)", "seconds", "folder"):
         table.add_column(name, justify="right" if name in ("rows in", "rows out", "seconds") else "left")

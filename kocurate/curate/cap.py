@@ -69,7 +69,7 @@ class Cap(Step):
             "tasks_capped": sum(1 for b, _ in table.values() if b > self.per_task),
             "rows_before": frame.height,
             "rows_after": int(keep.sum()),
-            "null_task_rows": len(by_task.get(NO_TASK, [])) if NO_TASK not in set(frame[col].drop_nulls().cast(pl.String)) else 0,
+            "null_task_rows": int(frame[col].is_null().sum()),
             "per_task": table,
         }
         return StepResult(kept, removed, stats)

@@ -29,7 +29,7 @@ from typing import ClassVar, Sequence
 import numpy as np
 import polars as pl
 
-from ..errors import InputError
+from ..errors import InputError, first_line
 from ..records import removal_frame
 from ..records.kobest import CONFIGS, TEXT_FIELDS, load_split
 from .dedup import _param, check_threshold, row_texts
@@ -115,10 +115,15 @@ def dataset_items(source: str, split: str = "test", fields: Sequence[str] | None
     if path.is_file():
         frame = read_table(path)
     elif path.is_dir():
-        files = data_files(path, split) or data_files(path, "train") or sorted(
-            p for p in path.rglob("*") if p.suffix in (".jsonl", ".json", ".parquet", ".csv"))
+        files = data_files(path, split)
+        if not files and data_files(path, "train"):
+            # a folder kocurate wrote holds only a train split: use it, and say so in the item ids
+            split, files = "train", data_files(path, "train")
+        if not files and not (path / "data").is_dir():  # loose files, not the Hub layout
+            files = sorted(p for p in path.rglob("*") if p.suffix in (".jsonl", ".json", ".parquet", ".csv"))
         if not files:
-            raise InputError(f"{path}: no data files found for split '{split}'; pass a file, a folder with data files, or a Hub id")
+            raise InputError(f"{path}: no data files for split '{split}'; pass --bench-split with a split it has, "
+                             "a file, or a Hub id")
         frame = pl.concat([read_table(f) for f in files], how="diagonal_relaxed")
     elif looks_like_hub_id(source):
         try:
@@ -126,9 +131,8 @@ def dataset_items(source: str, split: str = "test", fields: Sequence[str] | None
 
             frame = pl.from_arrow(datasets.load_dataset(source, split=split).data.table)
         except Exception as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-            raise InputError(f"--against {source}: not a local file or folder, and the Hub load of split '{split}' failed ({first}); "
-                             "pass a local file, or --split with a split it has") from None
+            raise InputError(f"--against {source}: not a local file or folder, and the Hub load of split '{split}' failed "
+                             f"({first_line(exc, 160)}); pass a local file, or --bench-split with a split it has") from None
     else:
         raise InputError(f"--against {source}: not a local file or folder, nor a Hub id (owner/name); pass kobest, a file, a folder or a Hub id")
     text_columns = [c for c, t in frame.schema.items() if t == pl.String]

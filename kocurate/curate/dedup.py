@@ -234,11 +234,6 @@ class SemanticResult:
         return counts
 
 
-def semantic_search(vectors: np.ndarray, threshold: float, method: str = "auto", seed: int = 42,
-                    track=None) -> Pairs:
-    return search_pairs(vectors, threshold, method=method, seed=seed, track=track)
-
-
 @dataclass
 class SemanticDedup(Step):
     """Greedy semantic dedup: keep a row only if its max cosine to kept rows is <= threshold.
@@ -279,7 +274,7 @@ class SemanticDedup(Step):
         threshold = self.threshold if self.threshold is not None else default_threshold(model)
         track = ctx.track if ctx.show_progress else None
         method = choose_method(len(vectors), self.search)
-        pairs = semantic_search(vectors, threshold, method=method, seed=ctx.seed, track=track)
+        pairs = search_pairs(vectors, threshold, method=method, seed=ctx.seed, track=track)
         result = SemanticResult.from_pairs(frame["id"].to_list(), pairs, threshold)
         self.result = result
         stats = {"embedder": model.name, "threshold": threshold, "search": method, "pairs": int(pairs.ids.size),
@@ -333,7 +328,7 @@ def analyze(frame: pl.DataFrame, ctx: RunContext, *, embedder: str = "default",
     empty_count += empty.height
     method = choose_method(len(vectors), search)
     track = ctx.track if ctx.show_progress else None
-    pairs = semantic_search(vectors, min(thresholds), method=method, seed=ctx.seed, track=track)
+    pairs = search_pairs(vectors, min(thresholds), method=method, seed=ctx.seed, track=track)
     result = SemanticResult.from_pairs(frame["id"].to_list(), pairs, min(thresholds))
     # nearest-neighbour cosine of every row (to any other row) for the distribution
     if len(vectors) > 1:

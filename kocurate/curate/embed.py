@@ -34,7 +34,8 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, first_line
+from .pipeline import default_cache_dir  # noqa: F401  (re-exported: the one place the cache folder is decided)
 
 #: The spec `default` resolves to.
 DEFAULT_EMBEDDER = "use"
@@ -203,7 +204,7 @@ class SentenceTransformerEmbedder(Embedder):
             offline = os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True")
             if not local.exists():
                 tried.append(f"Hub id '{model_id}'" + (" (HF_HUB_OFFLINE=1: not in the local cache)" if offline else ""))
-            reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+            reason = first_line(exc, 160)
             raise InputError(
                 f"embedder st:{model_id} did not resolve; tried {', then '.join(tried)}: {reason}; "
                 "pass an existing model folder, a Hub id reachable online, or --embedder default"
@@ -380,14 +381,6 @@ def _save_atomic(path: Path, array: np.ndarray) -> None:
     with open(tmp, "wb") as handle:
         np.save(handle, array)
     os.replace(tmp, path)
-
-
-def default_cache_dir() -> Path:
-    """$KOCURATE_CACHE, else $XDG_CACHE_HOME/kocurate, else ~/.cache/kocurate."""
-    if os.environ.get("KOCURATE_CACHE"):
-        return Path(os.environ["KOCURATE_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "kocurate"
 
 
 def embed_texts(

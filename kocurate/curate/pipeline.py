@@ -8,6 +8,7 @@ datatrove's pipeline steps.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,9 +30,20 @@ from ..records import (
 T = TypeVar("T")
 
 
+def default_cache_dir() -> Path:
+    """$KOCURATE_CACHE, else $XDG_CACHE_HOME/kocurate, else ~/.cache/kocurate."""
+    if os.environ.get("KOCURATE_CACHE"):
+        return Path(os.environ["KOCURATE_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "kocurate"
+
+
 @dataclass
 class RunContext:
-    """What every step may use: the run's seed, a cache folder, and a progress display."""
+    """What every step may use: the run's seed, a cache folder, and a progress display.
+
+    `cache_dir=None` means no cache: steps neither read nor write embeddings or scores.
+    """
 
     seed: int = 42
     cache_dir: Path | None = None
@@ -182,10 +194,12 @@ def run_pipeline(
 
 
 def _read_removed(folder: Path) -> pl.DataFrame:
+    from ..records import read_table
+
     files = sorted((folder / "removed").glob("train-*.parquet"))
     if not files:
         return pl.DataFrame()
-    return pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed")
+    return pl.concat([read_table(f) for f in files], how="diagonal_relaxed")
 
 
 def _jsonable(value):

@@ -22,8 +22,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import sqlite3
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Sequence
@@ -31,7 +31,7 @@ from typing import ClassVar, Sequence
 import numpy as np
 import polars as pl
 
-from ..errors import InputError, KocurateError
+from ..errors import InputError, KocurateError, first_line
 from .pipeline import RunContext, Step, StepResult
 
 METRICS = ("ppl", "ifd")
@@ -41,13 +41,6 @@ IFD_TEMPLATE = "### 질문: {prompt}\n\n### 답변: "
 TRUNCATION = 1024
 STRIDE = 256
 CHARLM = "charlm"
-
-
-def default_cache_dir() -> Path:
-    """$KOCURATE_CACHE, else $XDG_CACHE_HOME/kocurate, else ~/.cache/kocurate (as embeddings)."""
-    if os.environ.get("KOCURATE_CACHE"):
-        return Path(os.environ["KOCURATE_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kocurate"
 
 
 def prompt_texts(frame: pl.DataFrame) -> list[str]:
@@ -73,9 +66,20 @@ class ScoreCache:
         if folder is None:
             return
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(str(folder / "scores.sqlite"))
-        self.conn.execute("CREATE TABLE IF NOT EXISTS scores (key TEXT PRIMARY KEY, value REAL)")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            self.conn = sqlite3.connect(str(folder / "scores.sqlite"))
+            self.conn.execute("CREATE TABLE IF NOT EXISTS scores (key TEXT PRIMARY KEY, value REAL)")
+        except (OSError, sqlite3.Error) as exc:
+            if self.conn is not None:
+                self.conn.close()
+            self.conn = None
+            warnings.warn(
+                f"score cache {folder} is not writable ({first_line(exc)}); continuing without caching. "
+                "Pass a writable --cache-dir to reuse scores on the next run",
+                RuntimeWarning,
+                stacklevel=2,
+            )
 
     def get_many(self, keys: Sequence[str]) -> dict[str, float | None]:
         if self.conn is None:
@@ -187,9 +191,8 @@ class LMScorer:
             self.tokenizer = AutoTokenizer.from_pretrained(spec)
             self.model = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype)
         except Exception as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
             raise InputError(
-                f"--model {spec}: could not load a causal LM ({first}); pass a Hub id you can download, a local "
+                f"--model {spec}: could not load a causal LM ({first_line(exc)}); pass a Hub id you can download, a local "
                 f"folder saved with save_pretrained, or --model charlm to score offline without a model"
             ) from None
         self.model.to(device).eval()
@@ -373,7 +376,7 @@ class Score(Step):
         values, stats = compute_scores(
             frame, self.model, self.metric, batch_size=self.batch_size, max_length=self.max_length,
             stride=self.stride, device=self.device, template=self.template,
-            cache_dir=(ctx.cache_dir or default_cache_dir()) / "scores", ctx=ctx,
+            cache_dir=None if ctx.cache_dir is None else Path(ctx.cache_dir) / "scores", ctx=ctx,
         )
         kept = frame.with_columns(pl.Series(column, values, dtype=pl.Float64).fill_nan(None))
         finite = values[np.isfinite(values)]

@@ -246,8 +246,9 @@ class Select(Step):
     embedder: str = "default"
     #: precomputed embeddings: a .npy file (one row per input row, in order) or a column name
     embeddings: str | None = None
-    #: column holding the scores (`ppl` from `kocurate score`); scored on the fly with `scorer`
-    score_column: str = "ppl"
+    #: column holding the scores (`ppl` from `kocurate score`); scored on the fly with `scorer`.
+    #: None: `ifd` when the scorer is "ifd:MODEL", else `ppl`
+    score_column: str | None = None
     #: score missing rows on the fly: a model id/path (ppl), "ifd:MODEL", or "charlm" (offline)
     scorer: str | None = None
     tau: float = 0.9
@@ -261,6 +262,8 @@ class Select(Step):
     name: ClassVar[str] = "select"
 
     def __post_init__(self):
+        if self.score_column is None:
+            self.score_column = "ifd" if str(self.scorer or "").startswith("ifd:") else "ppl"
         if (self.ratio is None) == (self.size is None):
             raise InputError("give exactly one of --ratio (e.g. 0.01) or --size (rows to keep)")
         if self.ratio is not None and not (0 < float(self.ratio) < 1):
@@ -302,10 +305,10 @@ class Select(Step):
                     f"dropped first: embed the folder `kocurate normalize` writes)"
                 )
             return unit_rows(emb)
-        from .embed import default_cache_dir, embed_texts  # heavy backends load lazily
+        from .embed import embed_texts  # heavy backends load lazily
 
         return np.asarray(
-            embed_texts(texts, embedder=self.embedder, cache_dir=ctx.cache_dir or default_cache_dir(),
+            embed_texts(texts, embedder=self.embedder, cache_dir=ctx.cache_dir,
                         show_progress=ctx.show_progress),
             dtype=np.float32,
         )
@@ -323,13 +326,13 @@ class Select(Step):
         missing = int(frame[column].cast(pl.Float64).fill_nan(None).is_null().sum()) if have else frame.height
         stats: dict = {}
         if missing and self.scorer:
-            from .score import compute_scores, default_cache_dir
+            from .score import compute_scores
 
             metric, model = ("ifd", self.scorer[4:]) if self.scorer.startswith("ifd:") else ("ppl", self.scorer)
             holes = (frame[column].cast(pl.Float64).fill_nan(None).is_null() if have
                      else pl.Series([True] * frame.height)).to_numpy()
             values, stats = compute_scores(frame.filter(pl.Series(holes)), model, metric,
-                                           cache_dir=(ctx.cache_dir or default_cache_dir()) / "scores", ctx=ctx)
+                                           cache_dir=None if ctx.cache_dir is None else Path(ctx.cache_dir) / "scores", ctx=ctx)
             filled = np.full(frame.height, np.nan)
             if have:
                 filled[:] = frame[column].cast(pl.Float64).fill_null(np.nan).to_numpy()
