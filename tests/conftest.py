@@ -44,3 +44,19 @@ def tiny_llama(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_st_encoder(tmp_path_factory) -> Path:
     return build_st_encoder(tmp_path_factory.mktemp("tiny-st"))
+
+
+@pytest.fixture
+def lexical_encode_calls(monkeypatch) -> list[int]:
+    """Record the batch sizes the lexical embedder encodes (a rerun served from cache records none)."""
+    from kocurate.curate.embed import LexicalEmbedder
+
+    calls: list[int] = []
+    original = LexicalEmbedder.encode
+
+    def counting(self, texts, *args, **kwargs):
+        calls.append(len(texts))
+        return original(self, texts, *args, **kwargs)
+
+    monkeypatch.setattr(LexicalEmbedder, "encode", counting)
+    return calls

@@ -165,18 +165,9 @@ def test_cli_build_unknown_recipe_is_one_line(tmp_path):
     assert res.exit_code == 2 and "no such recipe file" in res.output and "koquality" in res.output
 
 
-def test_cli_build_rerun_embeds_nothing_with_the_default_cache(tmp_path, monkeypatch):
+def test_cli_build_rerun_embeds_nothing_with_the_default_cache(tmp_path, monkeypatch, lexical_encode_calls):
     """build uses the default cache folder like dedup does: a forced rerun finds every embedding cached."""
-    from kocurate.curate.embed import LexicalEmbedder
-
-    calls: list[int] = []
-    original = LexicalEmbedder.encode
-
-    def counting(self, texts, *args, **kwargs):
-        calls.append(len(texts))
-        return original(self, texts, *args, **kwargs)
-
-    monkeypatch.setattr(LexicalEmbedder, "encode", counting)
+    calls = lexical_encode_calls
     monkeypatch.setenv("KOCURATE_CACHE", str(tmp_path / "cache"))
     data = write_rows(tmp_path / "ko.jsonl", 150)
     args = ["build", "koquality", "--source", str(data), "--model", "charlm", "--embedder", "lexical",

@@ -355,23 +355,8 @@ def test_cli_select_score_column_defaults_to_ifd_with_an_ifd_scorer(tmp_path, mo
     assert manifest["steps"][-1]["params"]["score_column"] == "ifd"
     assert "ifd" in pl.read_parquet(next((out / "data").glob("*.parquet"))).columns
 
-
-def _count_lexical_encodes(monkeypatch) -> list[int]:
-    from kocurate.curate.embed import LexicalEmbedder
-
-    calls: list[int] = []
-    original = LexicalEmbedder.encode
-
-    def counting(self, texts, *args, **kwargs):
-        calls.append(len(texts))
-        return original(self, texts, *args, **kwargs)
-
-    monkeypatch.setattr(LexicalEmbedder, "encode", counting)
-    return calls
-
-
-def test_cli_select_reuses_cached_embeddings_and_no_cache_skips_them(tmp_path, monkeypatch):
-    calls = _count_lexical_encodes(monkeypatch)
+def test_cli_select_reuses_cached_embeddings_and_no_cache_skips_them(tmp_path, monkeypatch, lexical_encode_calls):
+    calls = lexical_encode_calls
     monkeypatch.setenv("KOCURATE_CACHE", str(tmp_path / "default-cache"))
     src = tmp_path / "ko.jsonl"
     src.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in korean_frame(120).to_dicts()), encoding="utf-8")

@@ -48,6 +48,15 @@ _OPEN_PLATYPUS_PARTS = {
     "ARB": "CC BY 4.0",
 }
 
+# The multilingual set is a translation of the CoT Collection: one citation for both.
+_COT_CITATION = """@article{kim2023cot,
+  title   = {The CoT Collection: Improving Zero-shot and Few-shot Learning of Language Models via Chain-of-Thought Fine-Tuning},
+  author  = {Seungone Kim and Se June Joo and Doyoung Kim and Joel Jang and Seonghyeon Ye and Jamin Shin and Minjoon Seo},
+  journal = {arXiv preprint arXiv:2305.14045},
+  year    = {2023}
+}"""
+
+
 LICENSES: dict[str, SourceLicense] = {
     s.hub_id.lower(): s
     for s in [
@@ -120,12 +129,7 @@ LICENSES: dict[str, SourceLicense] = {
             "The Hub card declares CC BY 4.0, but the authors' repository says the CoT Collection is for "
             "non-commercial use only and subject to OpenAI's terms for the generated rationales.",
             "https://huggingface.co/datasets/kaist-ai/CoT-Collection",
-            """@article{kim2023cot,
-  title   = {The CoT Collection: Improving Zero-shot and Few-shot Learning of Language Models via Chain-of-Thought Fine-Tuning},
-  author  = {Seungone Kim and Se June Joo and Doyoung Kim and Joel Jang and Seonghyeon Ye and Jamin Shin and Minjoon Seo},
-  journal = {arXiv preprint arXiv:2305.14045},
-  year    = {2023}
-}""",
+            _COT_CITATION,
         ),
         SourceLicense(
             "kaist-ai/Multilingual-CoT-Collection",
@@ -134,12 +138,7 @@ LICENSES: dict[str, SourceLicense] = {
             "Translated from the CoT Collection, which its authors restrict to non-commercial use "
             "(OpenAI-generated rationales).",
             "https://huggingface.co/datasets/kaist-ai/Multilingual-CoT-Collection",
-            """@article{kim2023cot,
-  title   = {The CoT Collection: Improving Zero-shot and Few-shot Learning of Language Models via Chain-of-Thought Fine-Tuning},
-  author  = {Seungone Kim and Se June Joo and Doyoung Kim and Joel Jang and Seonghyeon Ye and Jamin Shin and Minjoon Seo},
-  journal = {arXiv preprint arXiv:2305.14045},
-  year    = {2023}
-}""",
+            _COT_CITATION,
         ),
         SourceLicense(
             "DILAB-HYU/KoQuality",
