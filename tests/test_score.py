@@ -142,7 +142,7 @@ def test_cli_score(tiny_gpt_neox, tmp_path):
 
 
 def test_importing_score_stays_light():
-    code = "import sys, kocurate.curate.score, kocurate.cli.select; print('torch' in sys.modules)"
+    code = "import sys, kocurate.curate.score, kocurate.cli.score; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
 
 

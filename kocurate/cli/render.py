@@ -30,3 +30,18 @@ def print_written(result) -> None:
     console.print(pipeline_summary(result))
     if result.out is not None:
         console.print(f"wrote [bold]{result.out}[/] ({result.kept.height:,} rows; removed/ holds {result.removed.height:,})")
+
+
+def print_settings(result) -> None:
+    table = Table(title="settings and search", title_justify="left", show_header=False)
+    for record in result.records:
+        stats = record.stats or {}
+        for key in ("embedder", "threshold", "search", "pairs", "recall_vs_exact", "benchmark", "items", "ngram",
+                    "semantic", "ngram_matches", "skipped_configs", "groups"):
+            if key in stats and stats[key] not in (None, [], {}):
+                table.add_row(f"{record.name}: {key}", str(stats[key]))
+        if record.stats.get("items_per_config"):
+            table.add_row(f"{record.name}: items per config",
+                          ", ".join(f"{k} {v:,}" for k, v in record.stats["items_per_config"].items()))
+    if table.row_count:
+        console.print(table)
