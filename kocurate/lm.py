@@ -46,24 +46,34 @@ def resolve_dtype(dtype: str = "auto", device: str = "cpu"):
     return table[dtype]
 
 
-def check_tokenizer_files(spec: str, flag: str = "--model") -> None:
-    """Refuse a local model folder that has no tokenizer files (a Hub id is checked on load)."""
-    path = Path(spec)
+def looks_local(spec: str) -> bool:
+    """A path rather than a Hub id: absolute, relative with ./ or ../, ~, or existing on disk."""
+    return spec.startswith(("/", "./", "../", "~")) or Path(spec).exists() or spec.count("/") > 1
+
+
+def check_tokenizer_files(spec: str, flag: str = "--model", hint: str = "") -> None:
+    """Refuse a missing local folder, or one without tokenizer files (a Hub id is checked on load)."""
+    path = Path(spec).expanduser()
+    if looks_local(spec) and not path.is_dir():
+        raise InputError(f"{flag} {spec}: no such model folder; pass a folder saved with save_pretrained or a Hub id"
+                         + hint)
     if path.is_dir() and not any((path / name).is_file() for name in _TOKENIZER_FILES):
         raise InputError(f"{flag} {spec}: the folder has no tokenizer files (tokenizer.json, tokenizer.model, ...); "
-                         "save the tokenizer beside the model with tokenizer.save_pretrained(FOLDER)")
+                         "save the tokenizer beside the model with tokenizer.save_pretrained(FOLDER)" + hint)
 
 
-def load_tokenizer(spec: str, *, flag: str = "--model", padding_side: str | None = None):
-    """The model's tokenizer; a pad token is set to EOS when the model has none."""
+def load_tokenizer(spec: str, *, flag: str = "--model", padding_side: str | None = None, hint: str = ""):
+    """The model's tokenizer; a pad token is set to EOS when the model has none.
+
+    `hint` is appended to every error (e.g. "; or --model charlm to score offline")."""
     from transformers import AutoTokenizer
 
-    check_tokenizer_files(spec, flag)
+    check_tokenizer_files(spec, flag, hint)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(spec)
+        tokenizer = AutoTokenizer.from_pretrained(str(Path(spec).expanduser()) if looks_local(spec) else spec)
     except Exception as exc:
-        raise InputError(f"{flag} {spec}: could not load its tokenizer ({first_line(exc)}); pass a model folder "
-                         "with tokenizer files, or a Hub id you can reach") from None
+        raise InputError(f"{flag} {spec}: could not load a causal LM's tokenizer ({first_line(exc)}); pass a model "
+                         "folder with tokenizer files, or a Hub id you can reach" + hint) from None
     if tokenizer.pad_token_id is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
     if padding_side:
@@ -79,6 +89,7 @@ def load_causal_lm(
     load_in_4bit: bool = False,
     flag: str = "--model",
     place: bool = True,
+    hint: str = "",
     **kwargs,
 ):
     """(model, tokenizer, device, torch dtype) for a Hub id or a folder saved with save_pretrained.
@@ -91,7 +102,7 @@ def load_causal_lm(
 
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
-    tokenizer = load_tokenizer(spec, flag=flag)
+    tokenizer = load_tokenizer(spec, flag=flag, hint=hint)
     if load_in_4bit:
         if not torch.cuda.is_available():
             raise InputError("--load-in-4bit needs a CUDA GPU (bitsandbytes 4-bit kernels); drop the flag on this machine")
@@ -111,7 +122,7 @@ def load_causal_lm(
         model = AutoModelForCausalLM.from_pretrained(spec, dtype=torch_dtype, **kwargs)
     except Exception as exc:
         raise InputError(f"{flag} {spec}: could not load a causal LM ({first_line(exc)}); pass a Hub id you can "
-                         "download or a local folder saved with save_pretrained") from None
+                         "download or a local folder saved with save_pretrained" + hint) from None
     if place and "device_map" not in kwargs:
         model.to(device)
     return model, tokenizer, device, torch_dtype

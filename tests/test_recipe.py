@@ -60,8 +60,9 @@ def test_bundled_recipes_parse_and_know_every_step():
         assert recipe.steps and all(s.name in registry for s in recipe.steps)
         assert (resource_dir("recipes") / f"{name}.yaml").is_file()
     koq = load_recipe("koquality")
-    select = koq.build_steps()[-1]
-    assert (select.ratio, select.length_groups, select.clusters, select.method) == (0.01, 5, 100, "ppl")
+    cluster, select = koq.build_steps()[-2:]
+    assert (cluster.length_groups, cluster.clusters) == (5, 100)
+    assert (select.ratio, select.method) == (0.01, "ppl")
     assert koq.build_steps()[1].model == "EleutherAI/polyglot-ko-1.3b"
     assert [i.preset for i in koq.inputs] == ["koalpaca", "kullm", "oig-ko"]
 
@@ -120,7 +121,7 @@ def test_build_runs_in_order_then_reuses_then_reruns_only_what_changed(two_step,
     changed = build(apply_overrides(load_recipe(two_step), sets=("select.size=10",)))
     assert [o.reused for o in changed.steps] == [True, False] and changed.steps[-1].rows_out == 10
 
-    reseeded = build(load_recipe(two_step), force=True)
+    reseeded = build(load_recipe(two_step), rerun=True)
     assert [o.reused for o in reseeded.steps] == [False, False]
 
 
@@ -149,15 +150,15 @@ def test_cli_build_koquality_offline(tmp_path):
     data = write_rows(tmp_path / "ko.jsonl", 150)
     res = CliRunner().invoke(main, [
         "build", "koquality", "--source", str(data), "--model", "charlm", "--embedder", "lexical",
-        "--set", "select.clusters=4", "--set", "select.ratio=0.05", "-o", str(tmp_path / "kq"),
+        "--set", "cluster.clusters=4", "--set", "select.ratio=0.05", "-o", str(tmp_path / "kq"),
         "--cache-dir", str(tmp_path / "cache"),
     ])
     assert res.exit_code == 0, res.output
-    assert "build koquality" in res.output and "03 select" in res.output and "result:" in res.output
+    assert "build koquality" in res.output and "03 cluster" in res.output and "04 select" in res.output and "result:" in res.output
     res = CliRunner().invoke(main, ["build", "koquality", "--source", str(data), "--model", "charlm", "--embedder",
-                                    "lexical", "--set", "select.clusters=4", "--set", "select.ratio=0.05",
+                                    "lexical", "--set", "cluster.clusters=4", "--set", "select.ratio=0.05",
                                     "-o", str(tmp_path / "kq"), "--cache-dir", str(tmp_path / "cache")])
-    assert res.exit_code == 0 and res.output.count("reused") >= 3
+    assert res.exit_code == 0 and res.output.count("reused") >= 4
 
 
 def test_cli_build_unknown_recipe_is_one_line(tmp_path):
@@ -171,7 +172,7 @@ def test_cli_build_rerun_embeds_nothing_with_the_default_cache(tmp_path, monkeyp
     monkeypatch.setenv("KOCURATE_CACHE", str(tmp_path / "cache"))
     data = write_rows(tmp_path / "ko.jsonl", 150)
     args = ["build", "koquality", "--source", str(data), "--model", "charlm", "--embedder", "lexical",
-            "--set", "select.clusters=4", "--set", "select.ratio=0.05", "-o", str(tmp_path / "kq"), "--force"]
+            "--set", "cluster.clusters=4", "--set", "select.ratio=0.05", "-o", str(tmp_path / "kq"), "--rerun"]
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     assert sum(calls) > 0 and list((tmp_path / "cache" / "embeddings").rglob("*.npy"))
@@ -182,3 +183,36 @@ def test_cli_build_rerun_embeds_nothing_with_the_default_cache(tmp_path, monkeyp
     res = CliRunner().invoke(main, [*args, "--no-cache"])
     assert res.exit_code == 0, res.output
     assert sum(calls) > 0
+
+
+def test_recipe_mistakes_are_one_line_errors_naming_the_place(tmp_path):
+    bad_bytes = tmp_path / "latin1.yaml"
+    bad_bytes.write_bytes("name: x\nsteps: [cap]\n# caf\xe9\n".encode("latin-1"))
+    with pytest.raises(InputError, match="latin1.yaml: not UTF-8.*save the recipe as UTF-8"):
+        load_recipe(bad_bytes)
+    wrong_type = recipe_file(tmp_path, """
+        name: x
+        inputs: [a.jsonl]
+        steps:
+          - cap: {per_task: "ten"}
+        """)
+    with pytest.raises(InputError, match=r":4:\d+: step 'cap' parameter 'per_task': 'ten' is not an int"):
+        load_recipe(wrong_type)
+    negative_seed = recipe_file(tmp_path, """
+        name: x
+        seed: -3
+        steps: [cap]
+        """)
+    with pytest.raises(InputError, match="seed must be an integer of 0 or more"):
+        load_recipe(negative_seed)
+
+
+def test_build_refuses_a_folder_that_holds_something_else(tmp_path):
+    data = write_rows(tmp_path / "ko.jsonl", 40)
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    recipe = apply_overrides(load_recipe("cot-capped"), sources=(str(data),), output=str(out))
+    with pytest.raises(InputError, match="holds no earlier build.*--overwrite"):
+        build(recipe)
+    assert (out / "notes.txt").read_text() == "keep me"

@@ -18,6 +18,17 @@ from ..errors import KocurateError
 
 _HELPER_MODULES = {"options", "render"}
 
+#: Spellings renamed for one vocabulary (DESIGN.md): (command, old) -> what to write now.
+#: Kept for one release so an old command line gets a one-line hint instead of "no such option".
+RENAMED = {
+    ("build", "--force"): "--rerun (re-run finished steps)",
+    ("train", "--output-dir"): "-o/--output",
+    ("score", "--template"): "--ifd-prompt (--template names the training prompt template only)",
+    ("card", "--template"): "--card-template (--template names the training prompt template only)",
+    ("evaluate", "--compare"): "the command `kocurate compare A.json B.json`",
+    ("train-eval", "--output-dir"): "-o/--output",
+}
+
 
 class KocurateGroup(click.Group):
     """Collects commands from the package's modules and turns KocurateError into one line."""
@@ -34,12 +45,30 @@ class KocurateGroup(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except click.NoSuchOption as exc:
+            command = exc.ctx.command.name if exc.ctx is not None else None
+            new = RENAMED.get((command, exc.option_name))
+            if new is None:
+                _usage_error(exc)
+            click.echo(f"error: kocurate {command} {exc.option_name} is now {new}; see kocurate {command} --help",
+                       err=True)
+            sys.exit(2)
+        except click.UsageError as exc:
+            _usage_error(exc)
         except KocurateError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
         except KeyboardInterrupt:
             click.echo("interrupted: nothing was written", err=True)
             sys.exit(130)
+
+
+def _usage_error(exc: click.UsageError):
+    """A usage mistake in one line: what is wrong, and where the command's help is."""
+    command = exc.ctx.command_path if exc.ctx is not None else "kocurate"
+    message = " ".join(exc.format_message().split())
+    click.echo(f"error: {message}; see {command} --help", err=True)
+    sys.exit(2)
 
 
 @click.group(cls=KocurateGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -17,10 +17,12 @@ from .render import console
 @click.option("--embedder", default=None, help="Use this embedder in every step that embeds.")
 @click.option("--set", "sets", multiple=True, metavar="STEP.PARAM=VALUE", help="Override one parameter, e.g. --set select.clusters=10.")
 @click.option("-o", "--output", default=None, type=click.Path(), help="Output folder (default: the recipe's `output`).")
-@click.option("--seed", default=None, type=int, help="Override the recipe's seed.")
-@click.option("--force", is_flag=True, help="Rerun every step even when its folder is up to date.")
+@click.option("--seed", default=None, type=click.IntRange(min=0), help="Override the recipe's seed (0 or more).")
+@click.option("--rerun", is_flag=True, help="Run every step again even when its folder is up to date.")
+@click.option("--overwrite", is_flag=True, help="Replace OUTPUT when it holds something other than an earlier build of "
+              "this recipe (an earlier build is resumed without it).")
 @apply(cache_options)
-def build_cmd(recipe, sources, model, embedder, sets, output, seed, force, cache_dir, no_cache):
+def build_cmd(recipe, sources, model, embedder, sets, output, seed, rerun, overwrite, cache_dir, no_cache):
     """Run a YAML recipe: inputs, then steps in order, each writing a dataset folder.
 
     RECIPE is a file or a bundled recipe name: kopen-platypus, koquality, cot-capped.
@@ -32,7 +34,7 @@ def build_cmd(recipe, sources, model, embedder, sets, output, seed, force, cache
     Examples:
       kocurate build koquality --source samples/ko_instructions.jsonl --model charlm --set select.clusters=10 -o out/kq
       kocurate build cot-capped --source cot=samples/ko_cot.jsonl -o out/cot
-      kocurate build my-recipe.yaml --force
+      kocurate build my-recipe.yaml --rerun
     """
     from ..curate.recipe import apply_overrides, build, load_recipe
 
@@ -45,7 +47,7 @@ def build_cmd(recipe, sources, model, embedder, sets, output, seed, force, cache
         verb = "reused" if outcome.reused else "ran"
         console.print(f"  {outcome.index:02d} {outcome.name}: {verb} -> {outcome.folder}")
 
-    result = build(spec, ctx=run_context(spec.seed, cache_dir, no_cache), force=force, on_step=announce)
+    result = build(spec, ctx=run_context(spec.seed, cache_dir, no_cache), rerun=rerun, overwrite=overwrite, on_step=announce)
     table = Table(title=f"build {spec.name}", title_justify="left")
     for name in ("step", "status", "rows in", "rows out", "removed (reason: rows)", "seconds", "folder"):
         table.add_column(name, justify="right" if name in ("rows in", "rows out", "seconds") else "left")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import click
@@ -20,7 +21,8 @@ output_options = [
     click.option("-o", "--output", "output", required=True, type=click.Path(path_type=Path),
                  help="Dataset folder to write (Hub layout). Written atomically; never the input."),
     click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists and is not empty."),
-    click.option("--seed", default=42, show_default=True, help="Seed for every random choice (recorded in the manifest)."),
+    click.option("--seed", default=42, show_default=True, type=click.IntRange(min=0),
+                 help="Seed for every random choice (recorded in the manifest); 0 or more."),
 ]
 
 
@@ -75,3 +77,77 @@ def refuse_empty(inputs, sources) -> None:
 
     if sum(s.frame.height for s in sources) == 0:
         raise InputError(f"{', '.join(map(str, inputs))}: no rows to process (empty input); check the file, --split or --map")
+
+
+# --------------------------------------------------------------------------------------------
+# options generated from config dataclasses (TrainConfig, EvalConfig, ...): one field, one flag
+
+_SCALARS = {"int": int, "float": float, "str": str}
+
+
+def _field_option(f, *, rename: dict[str, str] | None = None, dest: str | None = None, defaults_from_config: bool = True):
+    """One click parameter for a config field. A field's default is shown in --help but passed as
+    None unless given, so `--config FILE` values are not overwritten by defaults."""
+    meta = f.metadata
+    dest = dest or f.name
+    type_name = str(f.type).replace(" | None", "").replace("Optional[", "").rstrip("]")
+    flag = (rename or {}).get(f.name, meta["flag"])
+    if meta.get("argument"):
+        return click.argument(dest, metavar=flag, required=False)
+    decls = [d for d in (meta.get("short"), flag, *meta.get("aliases", ())) if d] + [dest]
+    help_text = meta["help"]
+    default = f.default if f.default is not dataclasses.MISSING else None
+    if type_name == "bool":
+        return click.option(*decls, is_flag=True, default=None, help=help_text)
+    kwargs: dict = {"help": help_text, "default": None}
+    if meta.get("choices"):
+        kwargs["type"] = click.Choice(meta["choices"])
+    elif type_name == "Path":
+        kwargs["type"] = click.Path(path_type=Path)
+    elif type_name in _SCALARS:
+        kwargs["type"] = _SCALARS[type_name]
+    else:  # tuples and lists: a comma-separated string, split by the config's __post_init__
+        kwargs["type"] = str
+    if meta.get("metavar"):
+        kwargs["metavar"] = meta["metavar"]
+    if default not in (None, dataclasses.MISSING) and not meta.get("required"):
+        shown = ",".join(map(str, default)) if isinstance(default, (tuple, list)) else default
+        kwargs["help"] = f"{help_text}  [default: {shown}]"
+    elif meta.get("required"):
+        kwargs["help"] = f"{help_text}  [required]"
+    return click.option(*decls, **kwargs)
+
+
+def config_options(cls, *, exclude=(), rename: dict[str, str] | None = None, prefix: str = ""):
+    """Decorate a command with one option per CLI field of `cls` (see kocurate.config.option).
+
+    `rename` gives a field another flag on this command (e.g. batch_size -> --eval-batch-size);
+    `prefix` prefixes the parameter names so two configs can share one command."""
+    from ..config import cli_fields
+
+    chosen = [f for f in cli_fields(cls) if f.name not in set(exclude)]
+
+    def decorator(func):
+        for f in reversed(chosen):
+            func = _field_option(f, rename=rename, dest=prefix + f.name)(func)
+        return func
+
+    return decorator
+
+
+config_file_option = click.option(
+    "--config", "config_file", default=None, type=click.Path(path_type=Path), metavar="FILE",
+    help="YAML or JSON file of settings (the flags' names, with _ or -); flags given here override it.")
+
+
+def config_values(cls, values: dict, config_file: Path | None = None, *, prefix: str = "", strict: bool = True) -> dict:
+    """Settings for `cls`: the config file's, then every flag actually given (not None) on top."""
+    from ..config import pick_fields, read_config_file
+
+    merged = pick_fields(cls, read_config_file(config_file), source=str(config_file), strict=strict) if config_file else {}
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key, value in values.items():
+        name = key[len(prefix):] if prefix and key.startswith(prefix) else (None if prefix else key)
+        if name in names and value is not None:
+            merged[name] = value
+    return merged

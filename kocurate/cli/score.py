@@ -20,15 +20,18 @@ from .render import console, print_written
                    "save_pretrained, or `charlm` (character bigrams fitted on the input: offline, no download).")
 @click.option("--metric", type=click.Choice(METRICS), default="ppl", show_default=True,
               help="ppl: perplexity of instruction(+input); ifd: loss(output | prompt) / loss(output).")
-@click.option("--column", default=None, help="Name of the score column (default: the metric's name).")
+@click.option("--column", default=None, help="Name of the score column (default: the metric's name). Never a canonical "
+              "column; an existing one only with --replace.")
+@click.option("--replace", is_flag=True, help="Overwrite the values of an existing (non-canonical) --column.")
 @click.option("--batch-size", default=8, show_default=True, help="Sequences per forward pass.")
 @click.option("--max-length", default=TRUNCATION, show_default=True, help="Truncate texts to this many tokens (KoQuality: 1024).")
 @click.option("--stride", default=STRIDE, show_default=True, help="Sliding-window stride for texts longer than the model's window.")
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA + bf16 when present), cpu, cuda, cuda:1 ...")
-@click.option("--template", default=IFD_TEMPLATE, show_default=True, help="IFD prompt; {prompt} is instruction(+input).")
+@click.option("--ifd-prompt", default=IFD_TEMPLATE, show_default=True,
+              help="The prompt IFD conditions the output on; {prompt} is instruction(+input).")
 @apply(cache_options)
-def score_cmd(inputs, preset, mapping, split, output, overwrite, seed, model, metric, column, batch_size, max_length,
-              stride, device, template, cache_dir, no_cache):
+def score_cmd(inputs, preset, mapping, split, output, overwrite, seed, model, metric, column, replace, batch_size,
+              max_length, stride, device, ifd_prompt, cache_dir, no_cache):
     """Add a perplexity (`ppl`) or IFD column to every row, computed with a causal LM.
 
     \b
@@ -48,7 +51,7 @@ def score_cmd(inputs, preset, mapping, split, output, overwrite, seed, model, me
       kocurate score out/scored -o out/ifd --model ./my-lm --metric ifd
     """
     step = Score(model=model, metric=metric, column=column, batch_size=batch_size, max_length=max_length,
-                 stride=stride, device=device, template=template)
+                 stride=stride, device=device, ifd_prompt=ifd_prompt, replace=replace)
     sources = load_inputs(inputs, preset, mapping, split)
     result = run_pipeline(sources, [step], output, ctx=run_context(seed, cache_dir, no_cache), overwrite=overwrite)
     stats = result.records[-1].stats

@@ -86,10 +86,9 @@ def select_cmd(inputs, preset, mapping, split, output, overwrite, seed, ratio, s
     if stats.get("diverse_shortfall"):
         console.print(f"[yellow]note:[/] diverse fell {stats['diverse_shortfall']:,} rows short of the budget at --tau {tau}; "
                       f"raise --tau to fill it")
+    if stats.get("note"):
+        console.print(f"[yellow]note:[/] {stats['note']}")
     print_written(result)
-
-
-# --------------------------------------------------------------------------------------------
 
 
 COMMANDS = [select_cmd]

@@ -35,7 +35,7 @@ import yaml
 
 from .. import __version__
 from ..errors import InputError
-from ..records import Loaded, load_records, read_manifest
+from ..records import Loaded, check_output, load_records, read_manifest
 from .pipeline import PipelineResult, RunContext, Step, _jsonable, run_pipeline
 
 TOP_KEYS = ("name", "description", "seed", "output", "inputs", "steps")
@@ -118,7 +118,10 @@ def load_recipe(path: str | Path) -> Recipe:
     """Parse a recipe file; every mistake is an InputError naming file:line:column and the fix."""
     path = resolve_recipe(path)
     where = str(path)
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{where}: not UTF-8 (byte {exc.start}); save the recipe as UTF-8") from None
     try:
         root = yaml.compose(text)
     except yaml.YAMLError as exc:
@@ -183,8 +186,8 @@ def load_recipe(path: str | Path) -> Recipe:
                               name_node.start_mark.column + 1))
 
     seed = _plain(top["seed"][1]) if "seed" in top else 42
-    if not isinstance(seed, int):
-        raise InputError(f"{_where(where, top['seed'][1])}: seed must be an integer")
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise InputError(f"{_where(where, top['seed'][1])}: seed must be an integer of 0 or more, e.g. seed: 42")
     name = str(_plain(top["name"][1])) if "name" in top else path.stem
     output = str(_plain(top["output"][1])) if "output" in top else None
     description = str(_plain(top["description"][1]) or "") if "description" in top else ""
@@ -228,6 +231,9 @@ def make_step(spec: StepSpec, registry: dict[str, type[Step]], where: str) -> St
             )
         if key in tuples and isinstance(value, list):
             value = tuple(value)
+        problem = _type_problem(cls, key, value)
+        if problem:
+            raise InputError(f"{where}:{line}:{column}: step '{spec.name}' parameter '{key}': {problem}")
         params[key] = value
     try:
         return cls(**params)
@@ -235,6 +241,27 @@ def make_step(spec: StepSpec, registry: dict[str, type[Step]], where: str) -> St
         raise InputError(f"{where}:{spec.line}:{col}: step '{spec.name}': {exc}") from None
     except (TypeError, ValueError) as exc:
         raise InputError(f"{where}:{spec.line}:{col}: step '{spec.name}': bad parameter value ({exc})") from None
+
+
+_SCALAR_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+
+
+def _type_problem(cls: type[Step], key: str, value) -> str | None:
+    """What is wrong with `value` for a scalar field (YAML gives "10" for a quoted 10), or None."""
+    declared = next(str(f.type) for f in dataclasses.fields(cls) if f.name == key)
+    optional = "None" in declared
+    base = declared.replace(" | None", "").replace("None | ", "").strip()
+    if value is None:
+        return None if optional else f"needs a value ({base})"
+    allowed = _SCALAR_TYPES.get(base)
+    if allowed is None:
+        return None
+    if isinstance(value, bool) and base != "bool":
+        return f"{value!r} is a yes/no value; write a {base}"
+    if not isinstance(value, allowed):
+        example = {"int": "10", "float": "0.01", "str": "a word", "bool": "true"}[base]
+        return f"{value!r} is not {'an' if base == 'int' else 'a'} {base}; write e.g. {example} (unquoted for numbers)"
+    return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -349,8 +376,27 @@ def _write_state(out: Path, state: dict) -> None:
     tmp.replace(out / STATE_FILE)
 
 
-def build(recipe: Recipe, *, ctx: RunContext | None = None, force: bool = False, on_step=None) -> BuildResult:
-    """Run the recipe's steps in order, reusing each folder whose key is unchanged."""
+def check_build_output(out: Path, recipe: Recipe, overwrite: bool) -> None:
+    """A build writes into its own folder only: a folder that holds something other than an
+    earlier build of this recipe is refused without --overwrite, and never inside an input."""
+    check_output(out, [i.source for i in recipe.inputs], overwrite=True)  # the input checks only
+    if not out.is_dir() or not any(out.iterdir()) or overwrite:
+        return
+    state = _read_state(out)
+    if not state:
+        raise InputError(f"{out}: folder exists and holds no earlier build (no {STATE_FILE}); pass --overwrite to "
+                         f"replace it, or choose another -o")
+    if state.get("_recipe", recipe.name) != recipe.name:
+        raise InputError(f"{out}: holds a build of recipe '{state['_recipe']}', not '{recipe.name}'; pass --overwrite "
+                         f"to replace it, or choose another -o")
+
+
+def build(recipe: Recipe, *, ctx: RunContext | None = None, rerun: bool = False, overwrite: bool = False,
+          on_step=None) -> BuildResult:
+    """Run the recipe's steps in order, reusing each folder whose key is unchanged.
+
+    `rerun` runs every step again; `overwrite` replaces an output folder that holds something
+    else (an earlier build of the same recipe is resumed without it)."""
     if not recipe.inputs:
         raise InputError(f"{recipe.path}: the recipe has no inputs; add an 'inputs:' list or pass --source PATH")
     if not recipe.output:
@@ -358,8 +404,14 @@ def build(recipe: Recipe, *, ctx: RunContext | None = None, force: bool = False,
     ctx = ctx or RunContext(seed=recipe.seed)
     ctx.seed = recipe.seed
     out = Path(recipe.output)
+    check_build_output(out, recipe, overwrite)
+    if overwrite and out.is_dir() and not _read_state(out).get("_recipe") == recipe.name:
+        import shutil
+
+        shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     state = _read_state(out)
+    state["_recipe"] = recipe.name
     steps = recipe.build_steps()
 
     sources: list[Loaded] = [
@@ -373,7 +425,7 @@ def build(recipe: Recipe, *, ctx: RunContext | None = None, force: bool = False,
         key = step_key(fingerprints, step, recipe.seed)
         manifest = read_manifest(folder) if folder.is_dir() else None
         saved = state.get(folder.name, {})
-        if (not force and manifest and saved.get("key") == key
+        if (not rerun and manifest and saved.get("key") == key
                 and saved.get("data_fingerprint") == manifest.get("data_fingerprint")):
             last = (manifest.get("steps") or [{}])[-1]
             outcome = StepOutcome(index, step.name, folder, True, int(last.get("rows_in", 0)), int(manifest.get("rows", 0)),

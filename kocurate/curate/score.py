@@ -104,19 +104,10 @@ class ScoreCache:
 
 
 def model_key(spec: str) -> str:
-    """Identify a model: a Hub id as is; a local folder by its config and weight files' sizes."""
-    path = Path(spec)
-    if not path.is_dir():
-        return spec
-    digest = hashlib.sha256()
-    for name in sorted(p.name for p in path.iterdir()):
-        p = path / name
-        if p.is_file() and (name.endswith((".json", ".safetensors", ".bin", ".model", ".txt"))):
-            digest.update(name.encode())
-            digest.update(str(p.stat().st_size).encode())
-            if name.endswith(".json") and p.stat().st_size < 1_000_000:
-                digest.update(p.read_bytes())
-    return f"local:{path.resolve().name}:{digest.hexdigest()[:16]}"
+    """Identify a model for the score cache (the ground floor's one fingerprint rule)."""
+    from ..lm import model_fingerprint
+
+    return spec if spec == CHARLM else model_fingerprint(spec)
 
 
 def _key(*parts: str) -> str:
@@ -180,22 +171,15 @@ class LMScorer:
         except ImportError as exc:  # pragma: no cover - torch is a dependency
             raise KocurateError(f"scoring needs torch and transformers ({exc}); pip install torch transformers") from None
         self.torch = torch
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        dtype = torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else torch.float32
         from transformers.utils import logging as hf_logging
+
+        from ..lm import load_causal_lm
 
         hf_logging.set_verbosity_error()  # no "sequence longer than" warnings: we window ourselves
         hf_logging.disable_progress_bar()
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(spec)
-            self.model = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype)
-        except Exception as exc:
-            raise InputError(
-                f"--model {spec}: could not load a causal LM ({first_line(exc)}); pass a Hub id you can download, a local "
-                f"folder saved with save_pretrained, or --model charlm to score offline without a model"
-            ) from None
-        self.model.to(device).eval()
+        self.model, self.tokenizer, device, _ = load_causal_lm(
+            spec, device=device, flag="--model", hint="; or --model charlm to score offline without a model")
+        self.model.eval()
         self.device = device
         self.batch_size = batch_size
         positions = getattr(self.model.config, "max_position_embeddings", None) or max_length
@@ -360,7 +344,10 @@ class Score(Step):
     max_length: int = TRUNCATION
     stride: int = STRIDE
     device: str = "auto"
-    template: str = IFD_TEMPLATE
+    #: the IFD prompt; {prompt} is instruction(+input)
+    ifd_prompt: str = IFD_TEMPLATE
+    #: replace an existing column of that name (never a canonical one)
+    replace: bool = False
     name: ClassVar[str] = "score"
 
     def __post_init__(self):
@@ -373,9 +360,10 @@ class Score(Step):
 
     def run(self, frame: pl.DataFrame, ctx: RunContext) -> StepResult:
         column = self.column or self.metric
+        check_score_column(column, frame.columns, self.replace)
         values, stats = compute_scores(
             frame, self.model, self.metric, batch_size=self.batch_size, max_length=self.max_length,
-            stride=self.stride, device=self.device, template=self.template,
+            stride=self.stride, device=self.device, template=self.ifd_prompt,
             cache_dir=None if ctx.cache_dir is None else Path(ctx.cache_dir) / "scores", ctx=ctx,
         )
         kept = frame.with_columns(pl.Series(column, values, dtype=pl.Float64).fill_nan(None))
@@ -387,6 +375,18 @@ class Score(Step):
             "median": round(float(np.median(finite)), 4) if finite.size else None,
         })
         return StepResult(kept, _empty(frame), stats)
+
+
+def check_score_column(column: str, existing, replace: bool) -> None:
+    """A score never overwrites a canonical column, nor another existing one unless asked."""
+    from ..records.schema import CANONICAL, OPTIONAL
+
+    if column in CANONICAL or column in OPTIONAL or column in ("id", "len", "len_group", "cluster", "cluster_dist"):
+        raise InputError(f"--column {column}: that name holds the rows' own data; pick another name such as "
+                         f"{column}_score or leave --column out (default: the metric's name)")
+    if column in existing and not replace:
+        raise InputError(f"--column {column}: the input already has that column; pass --replace to overwrite "
+                         f"its values, or another --column")
 
 
 def _empty(frame: pl.DataFrame) -> pl.DataFrame:

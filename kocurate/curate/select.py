@@ -39,6 +39,8 @@ import polars as pl
 
 from ..errors import InputError
 from ..records import removal_frame
+from .cluster import (CLUSTER_COLUMNS, assign_clusters, check_kmeans_params, kmeans, kmeans_plusplus,  # noqa: F401 (re-exported)
+                      length_groups, prompt_embeddings, unit_rows)
 from .pipeline import RunContext, Step, StepResult
 from .score import CHARLM, METRICS, prompt_texts
 
@@ -49,110 +51,6 @@ ADDED = ("len", "len_group", "cluster")
 
 # --------------------------------------------------------------------------------------------
 # building blocks (pure functions, tested directly)
-
-
-def length_groups(lengths: np.ndarray, groups: int) -> tuple[np.ndarray, list[float]]:
-    """Group index per row at the quantile cut points (pandas qcut semantics, duplicates dropped)."""
-    if len(lengths) == 0:
-        return np.zeros(0, dtype=np.int64), []
-    edges = np.unique(np.quantile(lengths.astype(np.float64), np.linspace(0, 1, groups + 1)))
-    inner = edges[1:-1]
-    # (a, b] intervals: a length equal to a cut point belongs to the lower group
-    return np.searchsorted(inner, lengths, side="left").astype(np.int64), edges.tolist()
-
-
-def kmeans_plusplus(x: np.ndarray, k: int, rng: np.random.Generator, trials: int | None = None) -> np.ndarray:
-    """Greedy k-means++ seeding (Arthur & Vassilvitskii; scikit-learn's variant with 2 + ln k
-    candidates per step, the one that lowers the potential most wins). One pass over `x` per
-    centre: each step's candidates are scored with a single (trials x d) @ (d x n) product."""
-    n, d = x.shape
-    trials = trials or 2 + int(np.log(k))
-    sq = np.einsum("ij,ij->i", x, x)
-    centres = np.empty((k, d), dtype=np.float32)
-    first = int(rng.integers(n))
-    centres[0] = x[first]
-    closest = np.maximum(sq + sq[first] - 2.0 * (x @ x[first]), 0.0)
-    potential = float(closest.sum())
-    for c in range(1, k):
-        if potential <= 0:  # fewer distinct points than k: any remaining point will do
-            centres[c] = x[int(rng.integers(n))]
-            continue
-        cand = np.minimum(np.searchsorted(np.cumsum(closest), rng.random(trials) * potential), n - 1)
-        dist = np.maximum(sq[None, :] + sq[cand][:, None] - 2.0 * (x[cand] @ x.T), 0.0)
-        np.minimum(dist, closest[None, :], out=dist)
-        pots = dist.sum(axis=1)
-        best = int(np.argmin(pots))
-        closest, potential = dist[best], float(pots[best])
-        centres[c] = x[cand[best]]
-    return centres
-
-
-def kmeans(x: np.ndarray, k: int, seed: int, niter: int = 20, n_init: int = 1, backend: str = "faiss",
-           init: str = "k-means++") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """k-means in Euclidean space. Returns labels, squared distances to the assigned centre,
-    and the centres; k >= rows gives one cluster per row.
-
-    backend "faiss": FAISS's Lloyd iterations on all points, started from k-means++ seeds
-    (greedy, as scikit-learn seeds; FAISS's own random init, `init="random"`, is
-    much worse when cluster sizes are skewed: see benchmarks/results/select.md); `n_init`
-    restarts keep the lowest inertia. backend "sklearn": KoQuality's own KMeans (k-means++,
-    n_init restarts, random_state = seed): exact, and about 100x slower.
-    """
-    n, d = x.shape
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    if k >= n:
-        return np.arange(n, dtype=np.int64), np.zeros(n, dtype=np.float32), x.copy()
-    if k == 1:
-        centre = x.mean(axis=0, keepdims=True)
-        return np.zeros(n, dtype=np.int64), ((x - centre) ** 2).sum(axis=1), centre
-    if backend == "sklearn":
-        from sklearn.cluster import KMeans
-
-        sk = KMeans(k, n_init=max(1, int(n_init)), random_state=int(seed) % (2**32)).fit(x)
-        centres = sk.cluster_centers_.astype(np.float32)
-        labels = sk.labels_.astype(np.int64)
-        return labels, ((x - centres[labels]) ** 2).sum(axis=1), centres
-    import faiss
-
-    # Small problems: one thread. OpenMP's thread start-up and barriers cost more than the work,
-    # badly so on a busy machine.
-    threads = faiss.omp_get_max_threads()
-    if n * k * d < 200_000_000:
-        faiss.omp_set_num_threads(1)
-    try:
-        return _faiss_kmeans(faiss, x, k, seed, niter, n_init, init)
-    finally:
-        faiss.omp_set_num_threads(threads)
-
-
-def _faiss_kmeans(faiss, x, k, seed, niter, n_init, init):
-    n, d = x.shape
-    best = None
-    for restart in range(max(1, int(n_init))):
-        run_seed = (int(seed) + restart) % (2**31)
-        km = faiss.Kmeans(d, k, niter=niter, seed=run_seed, verbose=False,
-                          max_points_per_centroid=max(256, -(-n // k)), min_points_per_centroid=1)
-        if init == "random":
-            km.train(x)
-        else:
-            seeds = kmeans_plusplus(x, k, np.random.default_rng(run_seed))
-            km.train(x, init_centroids=seeds)
-        dist, labels = km.index.search(x, 1)
-        total = float(dist.sum())
-        if best is None or total < best[0]:
-            best = (total, labels[:, 0].astype(np.int64), dist[:, 0], km.centroids.copy())
-    return best[1], best[2], best[3]
-
-
-def unit_rows(emb: np.ndarray, block: int = 65_536) -> np.ndarray:
-    """float32 rows of unit length; already-unit input (e.g. a memory-mapped .npy) is not copied."""
-    norms = np.concatenate([np.linalg.norm(np.asarray(emb[i : i + block], dtype=np.float32), axis=1)
-                            for i in range(0, len(emb), block)]) if len(emb) else np.ones(0, dtype=np.float32)
-    if emb.dtype == np.float32 and np.allclose(norms, 1.0, atol=1e-3):
-        return emb
-    out = np.array(emb, dtype=np.float32)
-    out /= np.maximum(norms, 1e-12)[:, None]
-    return out
 
 
 def quotas(sizes: np.ndarray, total: int) -> np.ndarray:
@@ -272,46 +170,11 @@ class Select(Step):
             raise InputError(f"--size {self.size} must be at least 1 row")
         if self.method not in METHODS:
             raise InputError(f"--method {self.method}: unknown; use one of {', '.join(METHODS)}")
-        if self.length_groups < 1:
-            raise InputError(f"--length-groups {self.length_groups} must be at least 1")
-        if self.clusters < 1:
-            raise InputError(f"--clusters {self.clusters} must be at least 1")
-        if self.kmeans not in ("faiss", "sklearn"):
-            raise InputError(f"--kmeans {self.kmeans}: unknown; use faiss or sklearn")
-        if self.init not in ("k-means++", "random"):
-            raise InputError(f"--init {self.init}: unknown; use k-means++ or random")
+        check_kmeans_params(self.clusters, self.length_groups, self.niter, self.n_init, self.kmeans, self.init)
         if not (-1.0 <= self.tau <= 1.0):
             raise InputError(f"--tau {self.tau} is a cosine and must lie in [-1, 1]")
 
     # ---- inputs: embeddings and scores --------------------------------------------------------
-
-    def _embeddings(self, frame: pl.DataFrame, texts: list[str], ctx: RunContext) -> np.ndarray:
-        if self.embeddings:
-            if self.embeddings in frame.columns:
-                emb = np.asarray(frame[self.embeddings].to_list(), dtype=np.float32)
-                where = f"column '{self.embeddings}'"
-            else:
-                path = Path(self.embeddings)
-                if not path.is_file():
-                    raise InputError(
-                        f"--embeddings {self.embeddings}: neither a column ({', '.join(frame.columns)}) nor an .npy file"
-                    )
-                emb = np.load(path, mmap_mode="r")
-                where = str(path)
-            if emb.ndim != 2 or emb.shape[0] != frame.height:
-                raise InputError(
-                    f"{where}: embeddings have shape {tuple(emb.shape)} but the input has {frame.height:,} rows; "
-                    f"pass one vector per row, in the input's order (rows with an empty instruction or output are "
-                    f"dropped first: embed the folder `kocurate normalize` writes)"
-                )
-            return unit_rows(emb)
-        from .embed import embed_texts  # heavy backends load lazily
-
-        return np.asarray(
-            embed_texts(texts, embedder=self.embedder, cache_dir=ctx.cache_dir,
-                        show_progress=ctx.show_progress),
-            dtype=np.float32,
-        )
 
     def _scores(self, frame: pl.DataFrame, ctx: RunContext) -> tuple[pl.DataFrame, np.ndarray | None, dict]:
         if self.method not in SCORED:
@@ -367,25 +230,28 @@ class Select(Step):
             raise InputError(
                 f"--clusters {self.clusters} is more than the {n:,} input rows; pass --clusters {max(1, n // 20)} or fewer"
             )
+        if self.size is not None and self.size > n:
+            raise InputError(f"--size {self.size:,} is more than the {n:,} input rows; pass --size {n:,} or fewer "
+                             f"(or --ratio for a share)")
         frame, scores, score_stats = self._scores(frame, ctx)
-        texts = prompt_texts(frame)
-        lengths = np.fromiter((len(t) for t in texts), dtype=np.int64, count=n)
-        groups, edges = length_groups(lengths, self.length_groups)
-        emb = self._embeddings(frame, texts, ctx)
-
-        cluster = np.zeros(n, dtype=np.int64)
-        dist = np.zeros(n, dtype=np.float32)
+        reused = "cluster_dist" in frame.columns and frame["cluster_dist"].null_count() == 0
+        emb = None
+        if reused:  # clustered by a `cluster` step upstream: use its clusters as they are
+            cluster_stats = {"clusters_from": "input (cluster step)"}
+            clustered = frame
+        else:
+            emb = prompt_embeddings(frame, ctx, embedder=self.embedder, embeddings=self.embeddings)
+            clustered, cluster_stats = assign_clusters(
+                frame, emb, ctx, length_groups_n=self.length_groups, clusters=self.clusters, niter=self.niter,
+                n_init=self.n_init, kmeans_backend=self.kmeans, init=self.init)
+        if emb is None and self.method == "diverse":
+            emb = prompt_embeddings(frame, ctx, embedder=self.embedder, embeddings=self.embeddings)
+        groups = clustered["len_group"].to_numpy()
+        cluster = clustered["cluster"].to_numpy()
+        dist = clustered["cluster_dist"].to_numpy()
+        edges = cluster_stats.get("length_cut_points") or []
         group_ids = np.unique(groups)
-        shrunk = []
-        for g in ctx.track(group_ids, f"k-means: {len(group_ids)} length groups x {self.clusters} clusters"):
-            members = np.flatnonzero(groups == g)
-            k = min(self.clusters, len(members))
-            if k < self.clusters:
-                shrunk.append(int(g))
-            labels, d2, _ = kmeans(emb[members], k, seed=ctx.seed, niter=self.niter, n_init=self.n_init,
-                                   backend=self.kmeans, init=self.init)
-            cluster[members] = labels
-            dist[members] = d2
+        texts = prompt_texts(frame)
 
         # one key per (group, cluster), in a stable order
         key = groups * (self.clusters + 1) + cluster
@@ -408,9 +274,7 @@ class Select(Step):
         for p in picked:
             chosen[p] = True
 
-        annotated = frame.with_columns(
-            pl.Series("len", lengths), pl.Series("len_group", groups), pl.Series("cluster", cluster),
-        )
+        annotated = clustered.drop("cluster_dist")
         kept = annotated.filter(pl.Series(chosen))
         dropped = annotated.filter(~pl.Series(chosen))
         removed = removal_frame(
@@ -431,16 +295,32 @@ class Select(Step):
             "budget": "koquality formula" if quota is None else f"quota {int(quota.sum()):,}",
             "clusters_total": len(members_of),
             "groups": len(group_ids),
-            "groups_with_fewer_rows_than_clusters": shrunk,
-            "length_cut_points": edges,
+            **{k: v for k, v in cluster_stats.items() if k not in ("groups", "clusters_total")},
             "per_group": per_group,
             "selected": int(chosen.sum()),
             "selected_share": round(float(chosen.mean()), 6),
             **score_stats,
         }
+        note = share_note(self.ratio, float(chosen.mean()), len(members_of), n, self.method)
+        if note:
+            stats["note"] = note
         if self.method == "diverse" and quota is not None and int(quota.sum()) > int(chosen.sum()):
             stats["diverse_shortfall"] = int(quota.sum()) - int(chosen.sum())
         return StepResult(kept, removed, stats)
+
+
+def share_note(ratio: float | None, share: float, n_clusters: int, n: int, method: str) -> str | None:
+    """Why the kept share is far (over 1.5x or under half) from --ratio, when it is; else None.
+
+    KoQuality's ppl rule keeps ceil(size / int(1/ratio)) rows of every cluster, so each cluster
+    gives at least one row: with many small clusters the share climbs far above the ratio."""
+    if ratio is None or (ratio / 2 <= share <= ratio * 1.5):
+        return None
+    why = (f"{method} keeps at least one row of each of the {n_clusters:,} (length group, cluster) cells of "
+           f"{n:,} rows" if method in ("ppl", "ppl-h") and share > ratio else
+           f"the {method} rule rounds per cluster")
+    return (f"kept {share:.1%} of the rows for --ratio {ratio:g}: {why}; pass fewer --clusters or "
+            f"--length-groups, or --size N for an exact count")
 
 
 def koquality_count(cluster_sizes: np.ndarray, ratio: float) -> int:
