@@ -1,5 +1,7 @@
-"""`kocurate train`: templates and labels, PEFT defaults and dry-run counts, training on tiny models,
-adapter reload, resume, merge, and one-line errors for bad input. CPU only; tiny models."""
+"""`kocurate train` on TRL's SFTTrainer: templates and labels (through TRL's completion-only loss),
+packing without cross-row attention, PEFT defaults and dry-run counts, training on tiny models,
+adapter reload, Trainer-checkpoint resume, merge, the model card, the output lock, and one-line
+errors for bad input. CPU only; tiny models."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from click.testing import CliRunner
 from kocurate.cli import main
 from kocurate.errors import InputError
 from kocurate.train import TEMPLATES, TrainConfig, get_template, train
-from kocurate.train.config import cli_fields
+from kocurate.config import cli_fields
 from kocurate.train.templates import IGNORE_INDEX, check_max_length, encode_rows
 
 # peft 0.21 still calls transformers' pre-v5 names; that is theirs to fix, not a failure here
@@ -83,7 +85,7 @@ def llama(tiny_llama, tmp_path_factory) -> Path:
 
 
 def cfg(data, base, out, **kw) -> TrainConfig:
-    values = dict(data=str(data), base=str(base), output_dir=out, max_steps=30, batch_size=4, template="koalpaca",
+    values = dict(data=str(data), model=str(base), output=out, max_steps=30, batch_size=4, template="koalpaca",
                   warmup_ratio=0.0, lr_scheduler="constant", logging_steps=10, learning_rate=1e-2)
     values.update(kw)
     return TrainConfig(**values)
@@ -101,33 +103,60 @@ def tokenizer_of(path: Path):
 
 def test_every_config_field_is_one_cli_option_and_back():
     command = main.get_command(None, "train")
-    params = {p.name: p for p in command.params if p.name != "help"}
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    params = {p.name: p for p in command.params if p.name not in ("help", "config_file", "sft_arg", "old_output_dir")}
+    fields = {f.name: f for f in cli_fields(TrainConfig)}
     assert set(params) == set(fields)
     for name, f in fields.items():
-        flag = f.metadata["flag"]
         if f.metadata["argument"]:
             assert params[name].param_type_name == "argument"
         else:
-            assert flag in params[name].opts, (name, params[name].opts)
-    assert [f.name for f in cli_fields()] == list(fields)
+            assert f.metadata["flag"] in params[name].opts, (name, params[name].opts)
+    assert {"--model", "--base"} <= set(params["model"].opts)
+    assert {"-o", "--output"} <= set(params["output"].opts)
+    assert "sft_args" not in params  # reached through --sft-arg / --config, not a generated option
+    r = CliRunner().invoke(main, ["train", "d", "--model", "m", "--output-dir", "out/a"])
+    assert r.exit_code == 2 and "the flag is now -o/--output" in r.output and r.output.count("\n") == 1
 
 
-def test_train_help_loads_no_model_library():
+def test_train_help_loads_no_model_library_and_names_the_sft_settings():
     code = ("import sys; from click.testing import CliRunner; from kocurate.cli import main; "
-            "r = CliRunner().invoke(main, ['train', '--help']); assert r.exit_code == 0, r.output; "
-            "assert '--lora-r' in r.output and 'koalpaca' in r.output; "
-            "print(sorted(m for m in ('torch', 'transformers', 'peft', 'accelerate') if m in sys.modules))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+            "r = CliRunner().invoke(main, ['train', '--help'], terminal_width=200); assert r.exit_code == 0, r.output; "
+            "assert '--lora-r' in r.output and 'koalpaca' in r.output, r.output; "
+            "assert '--sft-arg' in r.output and 'lr_scheduler_kwargs' in r.output and 'deepspeed_zero2.json' in r.output; "
+            "print(sorted(m for m in ('torch', 'transformers', 'peft', 'accelerate', 'trl') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "[]"
 
 
 def test_config_rejects_bad_values_in_one_line():
     with pytest.raises(InputError, match="--method dora"):
-        TrainConfig(data="x", base="y", output_dir="z", method="dora")
+        TrainConfig(data="x", model="y", output="z", method="dora")
     with pytest.raises(InputError, match="--resume and --overwrite"):
-        TrainConfig(data="x", base="y", output_dir="z", resume=True, overwrite=True)
-    assert TrainConfig(data="x", base="y", output_dir="z", target_modules="q_proj, v_proj").target_modules == ("q_proj", "v_proj")
+        TrainConfig(data="x", model="y", output="z", resume=True, overwrite=True)
+    with pytest.raises(InputError, match="-o/--output is required"):
+        TrainConfig(data="x", model="y")
+    assert TrainConfig(data="x", model="y", dry_run=True).output is None
+    assert TrainConfig(data="x", model="y", output="z", target_modules="q_proj, v_proj").target_modules == ("q_proj", "v_proj")
+    # issue 13: negative or NaN learning rate, negative seed
+    for bad, pattern in ((dict(learning_rate=-1e-4), "--learning-rate -0.0001: must be above 0"),
+                         (dict(learning_rate=float("nan")), "--learning-rate nan: must be a finite number"),
+                         (dict(seed=-1), "--seed -1: must be a whole number, 0 or more"),
+                         (dict(epochs=float("nan")), "--epochs nan: must be a finite number"),
+                         (dict(learning_rate="fast"), "--learning-rate fast: must be a number")):
+        with pytest.raises(InputError, match=pattern) as err:
+            TrainConfig(data="x", model="y", output="z", **bad)
+        assert "\n" not in str(err.value)
+    assert TrainConfig(data="x", model="y", output="z", learning_rate="3e-4").learning_rate == 3e-4  # YAML's 3e-4 is text
+
+
+def test_cli_bad_numbers_are_one_line_errors(tmp_path):
+    for args, pattern in ((["--learning-rate", "-1"], "--learning-rate -1.0: must be above 0"),
+                          (["--learning-rate", "nan"], "--learning-rate nan: must be a finite number"),
+                          (["--seed", "-3"], "--seed -3: must be a whole number")):
+        r = CliRunner().invoke(main, ["train", "x.jsonl", "--model", "m", "-o", str(tmp_path / "a"), *args])
+        assert r.exit_code == 2, r.output
+        assert r.output.startswith("error: ") and pattern in r.output and r.output.count("\n") == 1, r.output
 
 
 # ------------------------------------------------------------------------------------------------
@@ -184,7 +213,17 @@ def test_prompt_labels_are_masked_and_response_labels_are_not(tiny_gpt_neox):
     assert both.labels == both.input_ids
 
 
-def test_max_length_cuts_rows_counts_them_and_packing_fills_blocks(tiny_gpt_neox):
+def test_template_file_without_a_completion_marker(tmp_path):
+    (tmp_path / "t.txt").write_text("<질문> {instruction}\n<답>\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"t.txt: the template has no completion marker \{output\}; put \{output\}") as err:
+        get_template(str(tmp_path / "t.txt"))
+    assert "\n" not in str(err.value)
+    (tmp_path / "b.txt").write_text("{instruction} {output", encoding="utf-8")
+    with pytest.raises(InputError, match="b.txt: template 'b'"):
+        get_template(str(tmp_path / "b.txt"))
+
+
+def test_max_length_cuts_rows_and_counts_them(tiny_gpt_neox):
     tok = tokenizer_of(tiny_gpt_neox)
     template = TEMPLATES["koalpaca"]
     full = encode_rows(ROWS, template, tok, max_length=512)
@@ -192,9 +231,56 @@ def test_max_length_cuts_rows_counts_them_and_packing_fills_blocks(tiny_gpt_neox
     enc = encode_rows(ROWS, template, tok, max_length=cut)
     assert enc.truncated == sum(len(x) > cut for x in full.input_ids) >= 1
     assert max(len(x) for x in enc.input_ids) == cut
-    packed = encode_rows(ROWS * 3, template, tok, max_length=32, packing=True)
-    assert all(len(x) == 32 for x in packed.input_ids[:-1])
-    assert packed.label_tokens == encode_rows(ROWS * 3, template, tok, max_length=512).label_tokens
+    shortest_prompt = min(len(tok(template.render(r)[0])["input_ids"]) for r in ROWS)
+    few = encode_rows(ROWS, template, tok, max_length=shortest_prompt + 1)
+    assert few.dropped_prompt_too_long >= 1 and len(few.input_ids) == len(ROWS) - few.dropped_prompt_too_long
+
+
+def _sft_trainer(base: Path, rows, **kw):
+    """The SFTTrainer `train` builds for `rows` (same dataset, config and collator), without training."""
+    from kocurate.lm import load_causal_lm, load_tokenizer
+    from kocurate.train.peft_setup import peft_config, resolve_targets
+    from kocurate.train.sft import build_sft_config, make_trainer, sft_dataset
+
+    config = TrainConfig(data="unused", model=str(base), output="unused", template="koalpaca", **kw)
+    tok = load_tokenizer(str(base), padding_side="right")
+    encoded = encode_rows(rows, TEMPLATES["koalpaca"], tok, config.max_length, train_on_inputs=config.train_on_inputs)
+    args = build_sft_config(config, Path("/nonexistent-out"), use_bf16=False, cuda=False, show=False)
+    model = load_causal_lm(str(base), device="cpu", place=False)[0]
+    trainer = make_trainer(model, args, sft_dataset(encoded), tok, peft_config(config, resolve_targets(model, config)),
+                           None, show=False)
+    return trainer, encoded
+
+
+def test_trl_builds_exactly_our_labels_from_the_completion_mask(tiny_gpt_neox):
+    trainer, encoded = _sft_trainer(tiny_gpt_neox, ROWS * 2, max_length=256)
+    assert trainer.train_dataset["input_ids"] == encoded.input_ids
+    assert trainer.train_dataset["labels"] == encoded.labels  # prompt -100, completion + EOS kept
+    both, encoded = _sft_trainer(tiny_gpt_neox, ROWS, max_length=256, train_on_inputs=True)
+    assert both.train_dataset["labels"] == encoded.input_ids
+
+
+def test_packing_is_padding_free_and_rows_never_attend_to_each_other(tiny_gpt_neox):
+    import torch
+
+    trainer, encoded = _sft_trainer(tiny_gpt_neox, ROWS, max_length=128, packing=True, batch_size=4)
+    blocks = [len(x) for x in trainer.train_dataset["input_ids"]]
+    assert len(blocks) < len(ROWS) and max(blocks) <= 128 and sum(blocks) == encoded.tokens  # packed, nothing cut
+    batch = next(iter(trainer.get_train_dataloader()))  # the whole (small) set in one padding-free batch
+    assert "attention_mask" not in batch and batch["input_ids"].shape[0] == 1
+    assert batch["input_ids"].shape[1] == encoded.tokens  # no pad token anywhere
+    starts = (batch["position_ids"][0] == 0).nonzero().flatten().tolist()
+    assert len(starts) == len(ROWS)
+    model = trainer.model.eval()
+    with torch.no_grad():
+        packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).logits[0]
+        bounds = starts + [batch["input_ids"].shape[1]]
+        for begin, end in zip(bounds, bounds[1:]):
+            alone = model(input_ids=batch["input_ids"][:, begin:end]).logits[0]
+            torch.testing.assert_close(packed[begin:end], alone, rtol=1e-4, atol=1e-4)
+    # labels: completion tokens of every row kept, the first token of each row never predicted across rows
+    assert int((batch["labels"][0] != IGNORE_INDEX).sum()) == encoded.label_tokens
+    assert all(batch["labels"][0, i] == IGNORE_INDEX for i in starts)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -206,26 +292,38 @@ def test_max_length_cuts_rows_counts_them_and_packing_fills_blocks(tiny_gpt_neox
     ("polyglot-ko-1.3b", "lora", 1_572_864), ("polyglot-ko-1.3b", "ia3", 344_064),
     ("llama-2-ko-7b", "lora", 4_194_304), ("llama-2-ko-7b", "ia3", 614_400),
 ])
-def test_dry_run_counts_match_the_published_runs(name, method, expected, tmp_path):
-    result = train(TrainConfig(data="unused", base=str(CONFIGS / f"{name}.json"), output_dir=tmp_path / "a",
-                               method=method, lora_r=8, dry_run=True))
+def test_dry_run_counts_match_the_published_runs(name, method, expected, data_file):
+    result = train(TrainConfig(data=str(data_file), model=str(CONFIGS / f"{name}.json"), method=method, lora_r=8,
+                               dry_run=True))
     assert result.report["trainable_params"] == expected
     assert result.report["total_params"] > 1_000_000_000
-    assert not (tmp_path / "a").exists()
+    assert result.report["rows"] == 16 and result.adapter_dir is None
 
 
-def test_dry_run_cli_prints_counts_and_modules(tmp_path):
+def test_dry_run_cli_needs_no_output_and_prints_counts_and_modules(tmp_path, data_file):
     folder = tmp_path / "polyglot"
     folder.mkdir()
     shutil.copy(CONFIGS / "polyglot-ko-5.8b.json", folder / "config.json")  # a model folder without weights
-    r = CliRunner().invoke(main, ["train", "unused", "--base", str(folder), "--method", "ia3", "-o",
-                                  str(tmp_path / "a"), "--dry-run"], terminal_width=200)
+    r = CliRunner().invoke(main, ["train", str(data_file), "--base", str(folder), "--method", "ia3", "--dry-run"],
+                           terminal_width=200)
     assert r.exit_code == 0, r.output
     assert "802,816" in r.output and "query_key_value, dense_4h_to_h" in r.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["polyglot"]  # nothing written
 
 
-def test_target_modules_that_match_nothing_name_the_linear_layers(tmp_path):
-    config = TrainConfig(data="unused", base=str(CONFIGS / "llama-2-ko-7b.json"), output_dir=tmp_path / "a",
+def test_dry_run_reads_data_so_a_missing_or_malformed_file_fails_there_too(tmp_path):
+    model = str(CONFIGS / "polyglot-ko-1.3b.json")
+    with pytest.raises(InputError, match="no such file or folder"):
+        train(TrainConfig(data=str(tmp_path / "missing.jsonl"), model=model, dry_run=True))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"instruction": "a", "output": "b"}\n{"instruction": \n', encoding="utf-8")
+    r = CliRunner().invoke(main, ["train", str(bad), "--model", model, "--dry-run"])
+    assert r.exit_code == 2 and r.output.startswith("error: ") and "bad.jsonl" in r.output, r.output
+    assert r.output.count("\n") == 1
+
+
+def test_target_modules_that_match_nothing_name_the_linear_layers(data_file):
+    config = TrainConfig(data=str(data_file), model=str(CONFIGS / "llama-2-ko-7b.json"),
                          target_modules="query_key_value", dry_run=True)
     with pytest.raises(InputError) as err:
         train(config)
@@ -253,7 +351,8 @@ def test_training_lowers_the_loss_well_below_its_start(arch, method, lr, request
     assert saved["data_fingerprint"].startswith("sha256:") and saved["config"]["method"] == method
     assert saved["rows"] == 16 and saved["peak_memory_bytes"] > 0
     log = [json.loads(line) for line in (tmp_path / "a" / "train_log.jsonl").read_text().splitlines()]
-    assert [x["step"] for x in log] == [10, 20, 30, 40]
+    assert [x["step"] for x in log] == [1, 10, 20, 30, 40]  # the first step, every --logging-steps, the last
+    assert all(x["tokens_per_second"] and x["peak_memory_bytes"] > 0 for x in log[1:])
 
 
 def _logits(model, tok):
@@ -287,13 +386,16 @@ def test_resume_continues_the_step_count_and_matches_an_unbroken_run(neox, data_
 
     whole = train(cfg(data_file, neox, tmp_path / "whole", max_steps=12, save_steps=4, save_total_limit=5,
                       lr_scheduler="cosine"), progress=False)
+    assert sorted(p.name for p in (tmp_path / "whole" / "checkpoints").glob("checkpoint-*")) == [
+        "checkpoint-12", "checkpoint-4", "checkpoint-8"]  # Trainer checkpoints
     broken = tmp_path / "broken"
     shutil.copytree(tmp_path / "whole", broken)
-    shutil.rmtree(broken / "checkpoints" / "step-0000012")  # as if killed after step 11
+    shutil.rmtree(broken / "checkpoints" / "checkpoint-12")  # as if killed after step 11
     (broken / "train_report.json").unlink()
-    stray = broken / "checkpoints" / "step-0000011.tmp"  # a save killed half-way is not a checkpoint
+    (broken / "adapter_model.safetensors").unlink()
+    stray = broken / "checkpoints" / "checkpoint-11"  # a save killed half-way is not a checkpoint
     stray.mkdir()
-    (stray / "trainer_state.json").write_text("{}")
+    (stray / "adapter_config.json").write_text("{}")
     resumed = train(cfg(data_file, neox, broken, max_steps=12, save_steps=4, save_total_limit=5,
                         lr_scheduler="cosine", resume=True), progress=False)
     assert resumed.report["resumed_from_step"] == 8 and resumed.report["steps"] == 12
@@ -360,6 +462,35 @@ def test_max_length_below_the_templates_own_length(neox, data_file, tmp_path):
         check_max_length(TEMPLATES["kullm"], tok, 8)
     with pytest.raises(InputError, match="raise --max-length"):
         train(cfg(data_file, neox, tmp_path / "a", template="kullm", max_length=8), progress=False)
+    # longer than the template, shorter than every row's prompt: nothing left to learn from
+    shortest_prompt = min(len(tok(TEMPLATES["koalpaca"].render(r)[0])["input_ids"]) for r in ROWS)
+    with pytest.raises(InputError, match=f"every row's prompt fills --max-length {shortest_prompt}; raise --max-length"):
+        train(cfg(data_file, neox, tmp_path / "a", max_length=shortest_prompt), progress=False)
+    assert not (tmp_path / "a").exists()  # a refused run leaves no folder behind
+
+
+def test_model_folder_without_tokenizer_files(neox, data_file, tmp_path):
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for item in neox.iterdir():
+        if item.name.startswith(("config", "model", "generation")):
+            shutil.copy(item, bare / item.name)
+    with pytest.raises(InputError, match="the folder has no tokenizer files") as err:
+        train(cfg(data_file, bare, tmp_path / "a"), progress=False)
+    assert "tokenizer.save_pretrained" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_second_run_into_a_locked_output_is_refused(neox, data_file, tmp_path):
+    import fcntl
+
+    out = tmp_path / "a"
+    with open(tmp_path / ".a.lock", "a+") as held:  # another kocurate run writing `a` (the house lock)
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(InputError, match="another kocurate run .*is writing this output right now") as err:
+            train(cfg(data_file, neox, out, max_steps=2), progress=False)
+        assert "\n" not in str(err.value) and not out.exists()
+    r = train(cfg(data_file, neox, out, max_steps=2), progress=False)  # released: the run goes ahead
+    assert r.report["steps"] == 2
 
 
 def test_output_folder_that_holds_another_run(neox, data_file, tmp_path):
@@ -393,6 +524,107 @@ def test_cli_trains_and_ends_with_a_summary_table(neox, data_file, tmp_path):
     assert r.exit_code == 0, r.output
     assert "training summary" in r.output and "tokens per second" in r.output and "(packed)" in r.output
     assert (tmp_path / "a" / "adapter_model.safetensors").is_file()
+    card = (tmp_path / "a" / "README.md").read_text(encoding="utf-8")
+    report = json.loads((tmp_path / "a" / "train_report.json").read_text(encoding="utf-8"))
+    assert card.startswith("---\n") and "library_name: peft" in card and "More Information Needed" not in card
+    assert str(neox) in card and report["data_fingerprint"] in card and "LoRA" in card
+    assert "| max length | 64 |" in card and "| packing | True |" in card and f"{report['tokens']:,}" in card
+
+
+def test_sft_args_reach_sftconfig_and_owned_or_unknown_keys_are_refused(tmp_path):
+    from kocurate.train.sft import build_sft_config
+
+    def build(**kw):
+        config = TrainConfig(data="x", model="y", output=tmp_path / "a", **kw)
+        return build_sft_config(config, tmp_path / "a", use_bf16=False, cuda=False, show=False)
+
+    args = build(sft_args={"optim": "sgd", "adam_beta2": 0.95}, report_to="none", learning_rate=2e-3, lr_scheduler="constant")
+    assert args.optim == "sgd" and args.adam_beta2 == 0.95
+    assert args.learning_rate == 2e-3 and args.lr_scheduler_type == "constant_with_warmup"
+    assert args.completion_only_loss is True and args.gradient_checkpointing is False and args.bf16 is False
+    assert args.output_dir == str(tmp_path / "a" / "checkpoints") and args.report_to in ("none", [], ["none"])
+    with pytest.raises(InputError, match="--sft-arg learning_rate: kocurate sets it from --learning-rate"):
+        build(sft_args={"learning_rate": 1.0})
+    with pytest.raises(InputError, match=r"--sft-arg optimm: not an SFTConfig setting \(did you mean optim"):
+        build(sft_args={"optimm": "sgd"})
+
+
+def test_report_to_passes_through_and_a_missing_integration_is_one_line(neox, data_file, tmp_path):
+    from kocurate.train.sft import build_sft_config
+
+    config = TrainConfig(data="x", model="y", output=tmp_path / "a", report_to="tensorboard,wandb")
+    assert build_sft_config(config, tmp_path / "a", False, False, False).report_to == ["tensorboard", "wandb"]
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is None and importlib.util.find_spec("tensorboardX") is None:
+        with pytest.raises(InputError, match="SFTTrainer refused the run .*tensorboard") as err:
+            train(cfg(data_file, neox, tmp_path / "a", max_steps=2, report_to="tensorboard"), progress=False)
+        assert "\n" not in str(err.value) and not (tmp_path / "a").exists()
+
+
+def test_deepspeed_zero2_config_is_shipped_and_needs_deepspeed(tmp_path):
+    import importlib.util
+
+    from kocurate.train.sft import DEEPSPEED_ZERO2, build_sft_config
+
+    shipped = json.loads(DEEPSPEED_ZERO2.read_text(encoding="utf-8"))
+    assert shipped["zero_optimization"]["stage"] == 2 and shipped["train_micro_batch_size_per_gpu"] == "auto"
+    config = TrainConfig(data="x", model="y", output=tmp_path / "a", deepspeed="zero2")
+    if importlib.util.find_spec("deepspeed") is None:
+        with pytest.raises(InputError, match="--deepspeed needs DeepSpeed: pip install deepspeed"):
+            build_sft_config(config, tmp_path / "a", False, False, False)
+    with pytest.raises(InputError, match="--deepspeed nope.json: no such file"):
+        build_sft_config(dataclasses.replace(config, deepspeed="nope.json"), tmp_path / "a", False, False, False)
+
+
+def test_model_card_cites_the_data_folder_manifest_and_the_figures(tmp_path):
+    from kocurate.publish.model_card import render_model_card, write_model_card
+
+    report = {"model": "EleutherAI/polyglot-ko-1.3b", "method": "ia3", "template": "koalpaca", "rows": 1200,
+              "rows_used": 1190, "rows_truncated": 3, "rows_dropped_prompt_too_long": 10,
+              "data": {"name": "koquality-1pct", "kind": "folder", "path": "out/koquality-1pct"},
+              "data_fingerprint": "sha256:abc123", "data_manifest": {"data_fingerprint": "sha256:abc123",
+                                                                     "steps": ["normalize", "dedup", "select"]},
+              "target_modules": ["query_key_value", "dense_4h_to_h"], "feedforward_modules": ["dense_4h_to_h"],
+              "params": {"trainable": 344064, "total": 1331154944}, "steps": 300, "epochs": 2.0,
+              "first_loss": 2.5, "final_loss": 1.25, "tokens": 456789, "tokens_per_second": 12345.6, "mfu": 0.412,
+              "peak_memory_bytes": 3 * 2**30, "peak_memory_kind": "cuda max_memory_allocated",
+              "environment": {"device": "NVIDIA H200", "processes": 1, "bf16": True},
+              "config": {"learning_rate_used": 3e-3, "lr_scheduler": "cosine", "warmup_ratio": 0.03, "epochs": 2.0,
+                         "batch_size": 8, "grad_accum": 2, "max_length": 1024, "seed": 7,
+                         "sft_args": {"optim": "adamw_torch_fused"}}}
+    card = render_model_card(report, tmp_path / "ia3-kq")
+    import yaml
+
+    meta = yaml.safe_load(card.split("---\n")[1])
+    assert meta["base_model"] == "EleutherAI/polyglot-ko-1.3b" and meta["library_name"] == "peft" and "ia3" in meta["tags"]
+    assert "datasets" not in meta  # a local folder is not a Hub dataset id
+    for text in ("An IA3 adapter of `EleutherAI/polyglot-ko-1.3b`", "`sha256:abc123`", "normalize, dedup, select",
+                 "| trainable / total parameters | 344,064 / 1,331,154,944 |", "| learning rate | 0.003 |",
+                 "| batch size x grad accum x processes | 8 x 2 x 1 |", "| SFTConfig `optim` | `adamw_torch_fused` |",
+                 "2.5000 -> 1.2500", "456,789", "12,346", "41.2%", "3.00 GiB", "NVIDIA H200 x1", "| seed | 7 |"):
+        assert text in card, text
+    folder = tmp_path / "adapter"
+    folder.mkdir()
+    (folder / "train_report.json").write_text(json.dumps(report), encoding="utf-8")
+    assert write_model_card(folder).read_text(encoding="utf-8") == render_model_card(report, folder)
+    with pytest.raises(InputError, match="no train_report.json"):
+        write_model_card(tmp_path)
+
+
+def test_cli_sft_arg_and_config_file_fill_the_settings(tmp_path):
+    from kocurate.cli.train import train_settings
+
+    (tmp_path / "run.yaml").write_text("model: m\nlearning-rate: 3e-4\nlora_r: 16\noptim: sgd\n"
+                                       "sft_args: {adam_beta2: 0.9}\n", encoding="utf-8")
+    settings = train_settings({"data": "d", "lora_r": 4, "output": tmp_path / "o"}, tmp_path / "run.yaml",
+                              ("neftune_noise_alpha=5", "lr_scheduler_kwargs={min_lr: 1.0e-5}"))
+    config = TrainConfig(**settings)
+    assert config.lora_r == 4 and config.learning_rate == 3e-4 and config.model == "m"  # the flag wins over the file
+    assert config.sft_args == {"optim": "sgd", "adam_beta2": 0.9, "neftune_noise_alpha": 5,
+                               "lr_scheduler_kwargs": {"min_lr": 1e-05}}
+    r = CliRunner().invoke(main, ["train", "d", "--model", "m", "-o", str(tmp_path / "o"), "--sft-arg", "optim"])
+    assert r.exit_code == 2 and "--sft-arg optim: use KEY=VALUE" in r.output and r.output.count("\n") == 1
 
 
 def test_two_processes_under_torchrun_train_one_adapter(neox, data_file, tmp_path):

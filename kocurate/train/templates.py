@@ -1,8 +1,9 @@
 """Prompt templates by name (the exact strings the originals trained with) and tokenization.
 
 A template is the full training text with `{output}` as its last field, in two variants (a row
-with an `input`, a row without). Everything before `{output}` is the prompt: its labels are -100
-unless `train_on_inputs`. A space right before `{output}` goes to the response, so the answer's
+with an `input`, a row without). `{output}` is the completion marker: everything before it is the
+prompt, the rest the completion (TRL's prompt / completion pair); the loss is on the completion
+only (TRL's `completion_only_loss`, fed a `completion_mask`) unless `train_on_inputs`. A space right before `{output}` goes to the response, so the answer's
 first word tokenizes as it would in running text. EOS is appended to every row.
 
 The joined text is tokenized once and character offsets mark where the response starts, so the
@@ -35,7 +36,12 @@ class Template:
 
     def __post_init__(self) -> None:
         for text in (self.with_input, self.without_input):
-            names = [f for _, f, _, _ in string.Formatter().parse(text) if f is not None]
+            if not isinstance(text, str):
+                raise InputError(f"template '{self.name}': with_input / without_input must be text")
+            try:
+                names = [f for _, f, _, _ in string.Formatter().parse(text) if f is not None]
+            except ValueError as exc:
+                raise InputError(f"template '{self.name}': {exc} (write a literal brace as {{{{ or }}}})") from None
             unknown = sorted({n for n in names if n not in FIELDS})
             if unknown:
                 raise InputError(f"template '{self.name}': unknown field {{{unknown[0]}}}; "
@@ -100,7 +106,23 @@ def get_template(name_or_path: str) -> Template:
         raise InputError(f"--template {name_or_path}: unknown template; use one of {', '.join(TEMPLATES)} "
                          f"or a file holding one (.txt with {{instruction}} ... {{output}}, or .json/.yaml with "
                          f"with_input and without_input)")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 (byte {exc.start}); save the template file as UTF-8") from None
+    try:
+        return _template_from_file(path, text)
+    except InputError as exc:
+        message = str(exc)
+        if "{output}" in message and "found 0" in message:
+            raise InputError(f"{path}: the template has no completion marker {{output}}; put {{output}} where "
+                             "the answer starts (the prompt comes before it)") from None
+        if message.startswith("template '"):
+            raise InputError(f"{path}: {message}") from None
+        raise
+
+
+def _template_from_file(path: Path, text: str) -> Template:
     if path.suffix.lower() in (".json", ".yaml", ".yml"):
         try:
             if path.suffix.lower() == ".json":
@@ -135,7 +157,6 @@ class Encoded:
     #: rows whose prompt alone fills --max-length (nothing of the response would be seen)
     dropped_prompt_too_long: int = 0
     dropped_ids: list[str] = field(default_factory=list)
-    packed: bool = False
 
     @property
     def tokens(self) -> int:
@@ -161,21 +182,17 @@ def check_max_length(template: Template, tokenizer, max_length: int) -> int:
 
 
 def encode_rows(rows: list[dict], template: Template, tokenizer, max_length: int, *,
-                train_on_inputs: bool = False, packing: bool = False) -> Encoded:
-    """Render, tokenize, mask and cut every row; with `packing`, rows are concatenated instead and
-    cut into `max_length` blocks (no row is truncated or dropped then)."""
+                train_on_inputs: bool = False) -> Encoded:
+    """Render, tokenize, mask and cut every row to `max_length` (a row whose prompt alone fills it is
+    dropped and counted). TRL packs these rows when --packing is on; it never sees a longer row."""
     eos = tokenizer.eos_token_id
     if eos is None:
         raise InputError("the tokenizer has no EOS token; set eos_token in the base model's tokenizer_config.json")
     pairs = [template.render(r) for r in rows]
-    out = Encoded([], [], rows=len(rows), packed=packing)
+    out = Encoded([], [], rows=len(rows))
     for row, (prompt, response) in zip(rows, split_tokens(tokenizer, pairs)):
         ids = prompt + response + [eos]
         labels = (list(ids) if train_on_inputs else [IGNORE_INDEX] * len(prompt) + response + [eos])
-        if packing:  # rows are not cut: they flow across block boundaries
-            out.input_ids.append(ids)
-            out.labels.append(labels)
-            continue
         if len(prompt) >= max_length:
             out.dropped_prompt_too_long += 1
             out.dropped_ids.append(str(row.get("id", "")))
@@ -185,9 +202,12 @@ def encode_rows(rows: list[dict], template: Template, tokenizer, max_length: int
             ids, labels = ids[:max_length], labels[:max_length]
         out.input_ids.append(ids)
         out.labels.append(labels)
-    if packing:
-        out.input_ids, out.labels = pack(out.input_ids, out.labels, max_length)
     return out
+
+
+def completion_mask(labels: list[int]) -> list[int]:
+    """TRL's `completion_mask` of a row: 1 where the loss is computed (the completion and its EOS)."""
+    return [0 if t == IGNORE_INDEX else 1 for t in labels]
 
 
 def split_tokens(tokenizer, pairs: list[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:
@@ -213,16 +233,3 @@ def split_tokens(tokenizer, pairs: list[tuple[str, str]]) -> list[tuple[list[int
     p_ids = tokenizer([p for p, _ in pairs], add_special_tokens=True)["input_ids"]
     r_ids = tokenizer([r for _, r in pairs], add_special_tokens=False)["input_ids"]
     return list(zip(p_ids, r_ids))
-
-
-def pack(input_ids: list[list[int]], labels: list[list[int]], block: int) -> tuple[list[list[int]], list[list[int]]]:
-    """Concatenate rows (each already ending in EOS) and cut the stream into `block`-token blocks.
-
-    Rows attend across their EOS to the previous row inside a block (the usual, simple packing);
-    the last partial block is kept so no row is lost.
-    """
-    flat_ids = [t for ids in input_ids for t in ids]
-    flat_labels = [t for lab in labels for t in lab]
-    blocks = [(flat_ids[i:i + block], flat_labels[i:i + block]) for i in range(0, len(flat_ids), block)]
-    blocks = [b for b in blocks if any(t != IGNORE_INDEX for t in b[1])]
-    return [b[0] for b in blocks], [b[1] for b in blocks]
