@@ -91,7 +91,7 @@ class CurationResult:
 
         p = self.pipeline
         return write_dataset_folder(path, p.kept, p.removed, p.manifest, overwrite=overwrite,
-                                    render_card=default_card_renderer)
+                                    render_card=default_card_renderer, checks=getattr(p, "checks", None))
 
     def __str__(self) -> str:
         lines = [f"{self.rows_in:,} rows in, {self.pipeline.kept.height:,} kept, {self.removed_count:,} removed "
@@ -177,14 +177,11 @@ def run(data, steps: Sequence, *, output: str | Path | None = None, overwrite: b
     kind = loaded[0][1]
     if cache_dir is _DEFAULT_CACHE:
         cache_dir = default_cache_dir()
-    ctx = RunContext(seed=seed, cache_dir=None if cache_dir is None else Path(cache_dir), show_progress=progress)
-    render = None
-    if output is not None:
-        from .publish.card import default_card_renderer
+    from .publish.card import default_card_renderer  # a saved folder gets the CLI's full card
 
-        render = default_card_renderer
-    result = run_pipeline([item for item, _ in loaded], list(steps), output, ctx=ctx, overwrite=overwrite,
-                          render_card=render)
+    ctx = RunContext(seed=seed, cache_dir=None if cache_dir is None else Path(cache_dir), show_progress=progress,
+                     render_card=default_card_renderer)
+    result = run_pipeline([item for item, _ in loaded], list(steps), output, ctx=ctx, overwrite=overwrite)
     steps_done = [r.to_dict() if hasattr(r, "to_dict") else dict(vars(r)) for r in result.records]
     return CurationResult(kept=_as_output(result.kept, kind), removed=_as_output(result.removed, kind),
                           steps=steps_done, pipeline=result)

@@ -86,3 +86,27 @@ def test_normalize_refuses_to_write_over_its_input(tmp_path):
     result = CliRunner().invoke(main, ["normalize", str(first), "-o", str(first), "--overwrite"])
     assert result.exit_code == 2 and "over or inside the input" in result.output
     assert sorted(p.name for p in first.rglob("*")) == before
+
+
+def test_normalize_hub_id_with_revision_records_the_commit(tmp_path, monkeypatch):
+    import datasets
+    from huggingface_hub import constants
+
+    asked = []
+
+    def fake_load(hub_id, split=None, revision=None, **kwargs):
+        asked.append((hub_id, split, revision))
+        return datasets.Dataset.from_dict({"instruction": ["질문"], "output": ["답"]})
+
+    refs = tmp_path / "hub" / "datasets--someone--ko-set" / "refs"
+    refs.mkdir(parents=True)
+    (refs / "v2").write_text("e" * 40)
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["normalize", "someone/ko-set", "--revision", "v2", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert asked == [("someone/ko-set", "train", "v2")]
+    recorded = json.loads((out / "manifest.json").read_text())["inputs"][0]
+    assert (recorded["revision"], recorded["commit"]) == ("v2", "e" * 40)
+    assert "hub @ eeeeeeeeeeee" in (out / "README.md").read_text()  # the card names the commit

@@ -179,3 +179,108 @@ def test_hub_benchmark_load_failure_names_bench_split(monkeypatch):
         Decontaminate(against="someone/no-such-eval").load_items()
     msg = str(err.value)
     assert "--bench-split" in msg and "--split " not in msg and "Unknown split" in msg and "\n" not in msg
+
+
+# ------------------------------------------------------------------------------ claims earned by the rows
+
+
+def _write_rows(path: Path, rows) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def _tags(folder: Path) -> list[str]:
+    import yaml
+
+    return yaml.safe_load((folder / "README.md").read_text().split("---")[1])["tags"]
+
+
+def test_step_records_a_check_and_keeps_nothing_on_itself(tmp_path):
+    from kocurate.curate import run_pipeline
+    from kocurate.records import load_records
+
+    kb = write_kobest(tmp_path / "kb")
+    step = Decontaminate(data_dir=str(kb), embedder="lexical")
+    out = tmp_path / "clean"
+    result = run_pipeline([load_records(_write_rows(tmp_path / "train.jsonl", TRAIN))], [step], out, ctx=RunContext())
+    assert step.items is None  # the benchmark items are not kept on the step
+    check = result.results[-1].check
+    assert check["benchmark"] == "kobest" and check["origin"]["kind"] == "local-folder" and check["split"] == "test"
+    manifest = json.loads((out / "manifest.json").read_text())
+    (recorded,) = manifest["checks"]
+    assert recorded["step"] == "decontaminate" and recorded["rows_covered"] == result.kept.height == 3
+    assert recorded["origin"]["path"] == str(kb.resolve()) and recorded["configs"] == sorted(KOBEST)
+    rows = pl.read_parquet(out / "checks" / "rows.parquet")
+    assert rows.height == 3 and set(rows["check"]) == {recorded["id"]}
+
+
+def test_coverage_follows_the_rows_not_the_step_names(tmp_path):
+    from kocurate.curate import run_pipeline
+    from kocurate.records import coverage, load_records
+
+    kb = write_kobest(tmp_path / "kb")
+    clean = tmp_path / "clean"
+    run_pipeline([load_records(_write_rows(tmp_path / "train.jsonl", TRAIN))], [Decontaminate(data_dir=str(kb), embedder="lexical")],
+                 clean, ctx=RunContext())
+    kept = pl.read_parquet(next((clean / "data").glob("*.parquet")))
+    (cov,) = coverage(clean, json.loads((clean / "manifest.json").read_text()))
+    assert (cov.rows, cov.covered, cov.complete) == (3, 3, True)
+
+    # the same rows again from a file (same id and text): they were checked
+    again = tmp_path / "again"
+    same = _write_rows(tmp_path / "same.jsonl", kept.select("id", "instruction", "input", "output").to_dicts())
+    run_pipeline([load_records(clean)], [], again)
+    (cov,) = coverage(again, json.loads((again / "manifest.json").read_text()))
+    assert cov.complete
+    # a row whose text changed after the check is unchecked
+    edited = tmp_path / "edited"
+    changed = kept.with_columns(pl.when(pl.col("id") == "t4").then(pl.lit("바뀐 지시문")).otherwise(pl.col("instruction")).alias("instruction"))
+    from kocurate.records import Manifest, read_checks, write_dataset_folder
+
+    manifest = json.loads((clean / "manifest.json").read_text())
+    write_dataset_folder(edited, changed, None, Manifest(), checks=read_checks(clean, manifest))
+    (cov,) = coverage(edited, json.loads((edited / "manifest.json").read_text()))
+    assert (cov.covered, cov.unchecked, cov.unchecked_example) == (2, 1, "t4")
+    assert same.exists()
+    # data/ changed by hand after the folder was written: the manifest's counts no longer hold
+    shard = next((clean / "data").glob("*.parquet"))
+    extra = pl.DataFrame({"id": ["hand-1"], "instruction": ["손으로 넣은 행"], "input": [""], "output": ["확인 안 됨"], "source": ["x"]})
+    pl.concat([kept, extra], how="diagonal_relaxed").write_parquet(shard)
+    (cov,) = coverage(clean, json.loads((clean / "manifest.json").read_text()))
+    assert (cov.rows, cov.covered, cov.unchecked_example) == (4, 3, "hand-1")
+
+
+def test_decontaminated_folder_plus_raw_file_through_cap_is_not_clean(tmp_path):
+    """The issue's case, with the real commands: decontaminate, then cap over that folder and a raw
+    file restating a COPA item. The card must not say clean nor carry the tag; push must refuse."""
+    kb = write_kobest(tmp_path / "kb")
+    runner = CliRunner()
+    train = _write_rows(tmp_path / "train.jsonl", [{**r, "task": "qa"} for r in TRAIN])
+    clean = tmp_path / "clean"
+    result = runner.invoke(main, ["decontaminate", str(train), "-o", str(clean), "--data-dir", str(kb), "--embedder", "lexical",
+                                  "--no-cache"])
+    assert result.exit_code == 0, result.output
+    assert "decontaminated" in _tags(clean) and "Result: **clean**" in (clean / "README.md").read_text()
+    assert "a local sample folder (`kb`), not `skt/kobest_v1` as published on the Hub" in (clean / "README.md").read_text()
+
+    copy = f"{COPA_PREMISE} 결과로 알맞은 것은? 그는 비에 흠뻑 젖었다. 또는 그는 배가 고팠다."
+    raw = _write_rows(tmp_path / "raw.jsonl", [{"id": "raw-1", "instruction": copy, "output": "그는 비에 흠뻑 젖었다.", "task": "copa"}])
+    capped = tmp_path / "capped"
+    result = runner.invoke(main, ["cap", str(clean), str(raw), "-o", str(capped), "--per-task", "10"])
+    assert result.exit_code == 0, result.output
+    text = (capped / "README.md").read_text()
+    assert "decontaminated" not in _tags(capped)
+    assert "Result: **clean**" not in text and "**Not clean: 1 rows in `data/` were never checked**" in text
+    assert "e.g. row `raw-1`" in text
+    shown = runner.invoke(main, ["card", str(capped)])
+    assert shown.exit_code == 0 and "1 of 4 rows in data/ never checked against kobest" in " ".join(shown.output.split())
+    pushed = runner.invoke(main, ["push-to-hub", str(capped), "me/ko-set", "--dry-run"])
+    assert pushed.exit_code == 2 and "1 of 4 rows in data/ were never checked against kobest (e.g. row raw-1)" in pushed.stderr
+
+    # checking the combined folder again earns the claim back, and drops the COPA copy
+    again = tmp_path / "again"
+    result = runner.invoke(main, ["decontaminate", str(capped), "-o", str(again), "--data-dir", str(kb), "--embedder", "lexical",
+                                  "--no-cache"])
+    assert result.exit_code == 0, result.output
+    assert "decontaminated" in _tags(again)
+    assert "raw-1" in set(pl.read_parquet(next((again / "removed").glob("*.parquet")))["id"])

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from kocurate.cli import main
 from kocurate.publish import hub
-from kocurate.publish.card import render_card
-from kocurate.records import Manifest, StepRecord, removal_frame, write_dataset_folder
+from kocurate.publish.card import render_card, validate_card
 
 TOKEN = "hf_kocurateTestToken1234567890abcdef"
 
@@ -253,26 +253,50 @@ def fake_hub():
         yield server
 
 
-def make_folder(path: Path, *, remaining=None, decontam=True) -> Path:
-    kept = pl.DataFrame({
-        "id": [f"ko-{i}" for i in range(6)],
-        "instruction": ["한국의 수도는 어디인가요?", "김치찌개 끓이는 법을 알려 주세요.", "세종대왕의 업적을 요약해 줘.",
-                        "다음 문장을 영어로 번역하세요.", "광합성이란 무엇인가요?", "서울에서 부산까지 거리는?"],
-        "input": ["", "", "", "오늘 날씨가 좋네요.", "", ""],
-        "output": ["서울입니다.", "김치와 돼지고기를 볶은 뒤 물을 붓고 끓입니다.", "한글을 창제했습니다.",
-                   "The weather is nice today.", "빛 에너지로 양분을 만드는 과정입니다.", "약 325km입니다."],
-        "source": ["koalpaca"] * 6,
-    })
-    dropped = pl.DataFrame({"id": ["ko-9"], "instruction": ["남자가 넘어졌다. 원인은 무엇인가?"], "input": [""],
-                            "output": ["바닥이 미끄러웠다."], "source": ["koalpaca"]})
-    removed = removal_frame(dropped, "decontaminate", "benchmark-match", "kobest/copa/test/17", 0.91) if decontam else None
-    manifest = Manifest(seed=7)
-    manifest.inputs.append({"name": "samples", "kind": "file", "path": "samples/ko.jsonl", "fingerprint": "sha256:x",
-                            "rows": 7, "preset": "koalpaca", "mapping": {}, "split": None})
-    if decontam:
-        stats = {"remaining_matches": remaining} if remaining is not None else {}
-        manifest.add_step(StepRecord("decontaminate", {"against": "kobest", "threshold": 0.8}, 7, 6, {"benchmark-match": 1}, 0.3, stats=stats))
-    return write_dataset_folder(path, kept, removed, manifest, render_card=lambda f, m: render_card(f, m, repo_id="me/ko-set"))
+KOBEST = Path(__file__).resolve().parent.parent / "samples" / "kobest"
+# restates kobest/copa/test/0 whole (premise and both alternatives): decontaminate must catch it
+COPA_COPY = ("그녀는 매달 꾸준히 저축했다. 그 결과로 알맞은 것은? 1) 그녀는 일 년 만에 여행 경비를 모았다. "
+             "2) 그는 상자로 고양이가 비를 피할 곳을 만들어 주었다.")
+ROWS = [
+    {"id": "ko-0", "instruction": "한국의 수도는 어디인가요?", "output": "서울입니다."},
+    {"id": "ko-1", "instruction": "김치찌개 끓이는 법을 알려 주세요.", "output": "김치와 돼지고기를 볶은 뒤 물을 붓고 끓입니다."},
+    {"id": "ko-2", "instruction": "세종대왕의 업적을 요약해 줘.", "output": "한글을 창제했습니다."},
+    {"id": "ko-3", "instruction": "다음 문장을 영어로 번역하세요.", "input": "오늘 날씨가 좋네요.", "output": "The weather is nice today."},
+    {"id": "ko-4", "instruction": "광합성이란 무엇인가요?", "output": "빛 에너지로 양분을 만드는 과정입니다."},
+    {"id": "ko-5", "instruction": "서울에서 부산까지 거리는?", "output": "약 325km입니다."},
+    {"id": "ko-8", "instruction": "빈 답을 가진 행", "output": " "},  # removed by drop-empty: removed/ keeps a row to publish
+    {"id": "ko-9", "instruction": COPA_COPY, "output": "그녀는 일 년 만에 여행 경비를 모았다."},
+]
+
+
+def _jsonl(path: Path, rows) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def make_folder(path: Path, *, decontam=True) -> Path:
+    """A folder made by the real steps: drop-empty, then (by default) decontaminate against the
+    KoBEST sample folder with the lexical embedder, which removes the COPA copy ko-9."""
+    from kocurate.curate import RunContext, run_pipeline
+    from kocurate.curate.decontam import Decontaminate
+    from kocurate.records import load_records
+
+    source = load_records(_jsonl(path.parent / f"{path.name}-rows.jsonl", ROWS), preset="koalpaca")
+    steps = [Decontaminate(data_dir=str(KOBEST), embedder="lexical")] if decontam else []
+    ctx = RunContext(render_card=lambda f, m: render_card(f, m, repo_id="me/ko-set"))
+    run_pipeline([source], steps, path, ctx=ctx)
+    return path
+
+
+def contaminated_folder(tmp_path: Path) -> Path:
+    """A decontaminated folder combined, by the real `normalize` command, with a raw file that
+    restates a COPA item: the combination was never checked."""
+    clean = make_folder(tmp_path / "clean")
+    raw = _jsonl(tmp_path / "raw.jsonl", [{"id": "raw-1", "instruction": COPA_COPY, "output": "모았다."}])
+    out = tmp_path / "ko-set"
+    result = CliRunner().invoke(main, ["normalize", str(clean), str(raw), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
 
 
 def push_args(folder, *extra, token_file=None, endpoint=None):
@@ -300,7 +324,7 @@ def one_line_error(result) -> str:
 def test_push_uploads_byte_identical_in_one_commit_and_retries_5xx(tmp_path, hub_env, fake_hub):
     folder = make_folder(tmp_path / "ko-set")
     fake_hub.fail = {"commit": [503], "create": [502], "preupload": [503]}  # preupload: huggingface_hub's own retry
-    result = CliRunner().invoke(main, push_args(folder, token_file=hub_env, endpoint=fake_hub.url))
+    result = CliRunner().invoke(main, push_args(folder, "--include-benchmark-matches", token_file=hub_env, endpoint=fake_hub.url))
     assert result.exit_code == 0, result.output
 
     repo = fake_hub.repos["me/ko-set"]
@@ -308,7 +332,8 @@ def test_push_uploads_byte_identical_in_one_commit_and_retries_5xx(tmp_path, hub
     assert len(repo["commits"]) == 1  # the 503'd commit attempt did not land; the retry did, once
     local = {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
     assert fake_hub.files("me/ko-set") == local  # every file, byte-identical
-    assert any(k.endswith(".parquet") for k in local) and len(fake_hub.lfs) == 2  # parquet went through LFS
+    parquet = [k for k in local if k.endswith(".parquet")]
+    assert "checks/rows.parquet" in parquet and len(fake_hub.lfs) == len(parquet) == 3  # parquet went through LFS
     assert sum(r["path"].startswith("/api/repos/create") for r in fake_hub.requests) == 2
     assert sum("/commit/" in r["path"] for r in fake_hub.requests) == 2
     assert "retry" in result.output and "503" in result.output
@@ -366,19 +391,26 @@ def test_revision_branch_and_pull_request(tmp_path, hub_env, fake_hub):
 
 
 def test_dry_run_lists_files_and_sends_nothing(tmp_path, hub_env, fake_hub):
+    import tempfile
+
     folder = make_folder(tmp_path / "ko-set")
+    before = {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()}
+    staged_before = set(Path(tempfile.gettempdir()).glob("kocurate-push-*"))
     result = CliRunner().invoke(main, push_args(folder, "--dry-run", endpoint=fake_hub.url))
     assert result.exit_code == 0, result.output
-    for name in ("README.md", "manifest.json", "data/train-00000-of-00001.parquet", "removed/train-00000-of-00001.parquet"):
+    for name in ("README.md", "manifest.json", "data/train-00000-of-00001.parquet", "removed/train-00000-of-00001.parquet",
+                 "checks/rows.parquet"):
         assert name in result.output
     assert "KB" in result.output and "nothing was sent" in result.output and "none found" in result.output
     assert fake_hub.requests == []
+    # a dry run reads the folder only, and its staging folder is gone when it ends
+    assert {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()} == before
+    assert set(Path(tempfile.gettempdir()).glob("kocurate-push-*")) == staged_before
 
 
 @pytest.mark.parametrize("case", ["no-data", "no-card", "bad-repo", "no-token", "contaminated", "bad-template"])
 def test_bad_input_fails_in_one_line_before_any_request(case, tmp_path, hub_env, fake_hub):
-    folder = make_folder(tmp_path / "ko-set", remaining=[{"id": "ko-1", "dup_of": "kobest/boolq/test/3", "similarity": 0.88}]
-                         if case == "contaminated" else None)
+    folder = contaminated_folder(tmp_path) if case == "contaminated" else make_folder(tmp_path / "ko-set")
     args = push_args(folder, token_file=hub_env, endpoint=fake_hub.url)
     expect = []
     if case == "no-data":
@@ -395,9 +427,9 @@ def test_bad_input_fails_in_one_line_before_any_request(case, tmp_path, hub_env,
         args = push_args(folder, endpoint=fake_hub.url)
         expect = ["no Hub token", "--token-file", "HF_TOKEN"]
     elif case == "contaminated":
-        expect = ["1 benchmark matches", "kobest/boolq/test/3", "--allow-contaminated"]
+        expect = ["1 of 7 rows in data/ were never checked against kobest", "row raw-1", "--allow-contaminated"]
     elif case == "bad-template":
-        args = ["card", str(folder), "--template", "no-such-recipe"]
+        args = ["card", str(folder), "--card-template", "no-such-recipe"]
         expect = ["card template 'no-such-recipe' not found", "generic", "koquality"]
     line = one_line_error(CliRunner().invoke(main, args))
     for text in expect:
@@ -406,11 +438,49 @@ def test_bad_input_fails_in_one_line_before_any_request(case, tmp_path, hub_env,
 
 
 def test_allow_contaminated_publishes_and_says_so(tmp_path, hub_env, fake_hub):
-    folder = make_folder(tmp_path / "ko-set", remaining=2)
+    folder = contaminated_folder(tmp_path)
+    local = (folder / "README.md").read_text()
+    meta = yaml.safe_load(local.split("---")[1])
+    assert "decontaminated" not in meta["tags"] and "Result: **clean**" not in local
+    assert "**Not clean: 1 rows in `data/` were never checked**" in local
     result = CliRunner().invoke(main, push_args(folder, "--allow-contaminated", token_file=hub_env, endpoint=fake_hub.url))
     assert result.exit_code == 0, result.output
-    assert "2 benchmark matches still in data/" in result.output
-    assert "Warning: 2 rows still match benchmark items" in fake_hub.files("me/ko-set")["README.md"].decode()
+    assert "1 rows never checked for benchmark contamination" in result.output
+    card = fake_hub.files("me/ko-set")["README.md"].decode()
+    assert "**Not clean: 1 rows in `data/` were never checked**" in card and "raw-1" in card
+
+
+def test_benchmark_matches_are_left_out_of_removed_by_default(tmp_path, hub_env, fake_hub):
+    import io
+
+    folder = make_folder(tmp_path / "ko-set")
+    local_removed = pl.read_parquet(next((folder / "removed").glob("*.parquet")))
+    assert set(local_removed["id"]) == {"ko-8", "ko-9"}  # drop-empty and the COPA copy
+    result = CliRunner().invoke(main, push_args(folder, token_file=hub_env, endpoint=fake_hub.url))
+    assert result.exit_code == 0, result.output
+    assert "1 benchmark-matched rows are left out" in result.output and "not published (outside" not in result.output
+    files = fake_hub.files("me/ko-set")
+    published = pl.read_parquet(io.BytesIO(files["removed/train-00000-of-00001.parquet"]))
+    assert published["id"].to_list() == ["ko-8"]  # the near copy of a test item stayed home
+    assert COPA_COPY.encode() not in b"".join(files.values())
+    card = files["README.md"].decode()
+    assert "except the 1 that matched benchmark items" in card
+    info = {i["config_name"]: i for i in yaml.safe_load(card.split("---")[1])["dataset_info"]}
+    assert info["removed"]["splits"][0]["num_examples"] == 1  # the card describes what was uploaded
+    assert "Result: **clean**" in card and "a local sample folder" in card
+    assert (folder / "README.md").read_text() != card  # the local card is untouched
+    # --exclude-removed: no removed/ at all, and the card says so
+    fake_hub.repos.clear()
+    result = CliRunner().invoke(main, push_args(folder, "--exclude-removed", "--license", "cc-by-4.0",
+                                                token_file=hub_env, endpoint=fake_hub.url))
+    assert result.exit_code == 0, result.output
+    files = fake_hub.files("me/ko-set")
+    assert not any(name.startswith("removed/") for name in files)
+    card = files["README.md"].decode()
+    meta = yaml.safe_load(card.split("---")[1])
+    assert [c["config_name"] for c in meta["configs"]] == ["default"] and meta["license"] == "cc-by-4.0"
+    assert "The 2 removed rows\nare not published here." in card
+    assert validate_card(card, None) == []
 
 
 def test_token_sources_and_offline_guard(tmp_path, hub_env, monkeypatch):

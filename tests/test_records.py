@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import polars as pl
 import pytest
@@ -204,8 +203,13 @@ def test_killed_write_leaves_no_output_folder(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     assert not (tmp_path / "out").exists()
-    leftovers = [p.name for p in tmp_path.iterdir()]
-    assert all(name.startswith(".out.tmp-") for name in leftovers)
+    leftovers = sorted(p.name for p in tmp_path.iterdir())
+    assert leftovers and all(name.startswith((".out.tmp-", ".out.lock")) for name in leftovers)
+    assert any(name.startswith(".out.tmp-") for name in leftovers)
+    # the next run on that output cleans what the killed one left, and writes
+    frame = pl.DataFrame({"id": ["a"], "instruction": ["가"], "input": [""], "output": ["나"], "source": ["s"]})
+    write_dataset_folder(tmp_path / "out", frame, None, Manifest())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
 def test_empty_file_is_one_line(tmp_path):
@@ -239,3 +243,225 @@ def test_folder_fingerprint_is_the_same_with_or_without_its_manifest(tmp_path):
     with_manifest = load_records(folder).info.fingerprint
     (folder / "manifest.json").unlink()
     assert load_records(folder).info.fingerprint == with_manifest == result.manifest.data_fingerprint
+
+
+# ------------------------------------------------------------------------------ the output guard
+
+
+def _frame():
+    return pl.DataFrame({"id": ["a"], "instruction": ["가"], "input": [""], "output": ["나"], "source": ["s"]})
+
+
+def test_second_concurrent_writer_gets_one_line_error(tmp_path):
+    from kocurate.records import output_lock
+
+    out = tmp_path / "out"
+    with output_lock(out):  # another run holds the output (flock: a second open file conflicts even in one process)
+        with pytest.raises(InputError, match=r"another kocurate run \(pid \d+\) is writing this output right now"):
+            write_dataset_folder(out, _frame(), None, Manifest())
+    assert not out.exists()
+    write_dataset_folder(out, _frame(), None, Manifest())  # released: the next run writes
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_lock_is_held_for_the_whole_pipeline_run(tmp_path):
+    from kocurate.curate import Step, StepResult
+    from kocurate.records import empty_removed
+
+    out = tmp_path / "out"
+    seen = []
+
+    class Probe(Step):
+        name = "probe"
+
+        def run(self, frame, ctx):
+            seen.append(sorted(p.name for p in tmp_path.iterdir()))
+            with pytest.raises(InputError, match="another kocurate run"):
+                write_dataset_folder(out, frame, None, Manifest())
+            return StepResult(frame, empty_removed(frame))
+
+    run_pipeline([load_records(write_jsonl(tmp_path / "rows.jsonl", ROWS))], [Probe()], out)
+    assert any(name == ".out.lock" for name in seen[0]) and any(name.startswith(".out.tmp-") for name in seen[0])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "rows.jsonl"]
+
+
+def test_overwrite_swaps_atomically_and_the_two_rename_fallback_recovers(tmp_path, monkeypatch):
+    from kocurate.records import folder as folder_mod
+
+    out = tmp_path / "out"
+    write_dataset_folder(out, _frame(), None, Manifest())
+    first = (out / "manifest.json").read_text()
+    swapped = []
+    real = folder_mod._exchange
+    monkeypatch.setattr(folder_mod, "_exchange", lambda a, b: swapped.append((a, b)) or real(a, b))
+    write_dataset_folder(out, _frame().with_columns(pl.lit("다").alias("output")), None, Manifest(), overwrite=True)
+    assert swapped and pl.read_parquet(next((out / "data").glob("*.parquet")))["output"].to_list() == ["다"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and (out / "manifest.json").read_text() != first
+
+    # where RENAME_EXCHANGE is missing: two renames; a run killed between them leaves .out.old-*
+    # and no out, and the next run on that output puts the old folder back before anything else
+    monkeypatch.setattr(folder_mod, "_exchange", lambda a, b: False)
+    write_dataset_folder(out, _frame(), None, Manifest(), overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    kept = (out / "manifest.json").read_text()
+    out.rename(tmp_path / ".out.old-4242-abcdef")  # the state a kill between the renames leaves
+    (tmp_path / ".out.tmp-4242-123456").mkdir()  # and the new folder it never moved
+    with pytest.raises(InputError, match="pass --overwrite"):  # restored first, so the user's folder is refused, not lost
+        write_dataset_folder(out, _frame(), None, Manifest())
+    assert (out / "manifest.json").read_text() == kept
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_exchange_swaps_two_folders(tmp_path):
+    from kocurate.records.folder import _exchange
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    (a / "x").write_text("a")
+    (b / "x").write_text("b")
+    if not _exchange(a, b):
+        pytest.skip("renameat2(RENAME_EXCHANGE) is not available here; the two-rename fallback is tested above")
+    assert (a / "x").read_text() == "b" and (b / "x").read_text() == "a"
+
+
+def test_stale_temporaries_are_cleaned_and_sigterm_cleans_up(tmp_path):
+    out = tmp_path / "out"
+    (tmp_path / ".out.tmp-99999-dead00").mkdir()
+    (tmp_path / ".out.tmp-99999-dead00" / "half.parquet").write_bytes(b"x")
+    write_dataset_folder(out, _frame(), None, Manifest())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+    script = textwrap.dedent(
+        f"""
+        import time, polars as pl
+        from kocurate.records import Manifest, write_dataset_folder
+        frame = pl.DataFrame({{"id": ["a"], "instruction": ["가"], "input": [""], "output": ["나"], "source": ["s"]}})
+        def slow_card(folder, manifest):
+            print("writing", flush=True)
+            time.sleep(60)
+            return ""
+        write_dataset_folder({str(tmp_path / "second")!r}, frame, None, Manifest(), render_card=slow_card)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdout.readline().strip() == "writing"
+    proc.terminate()
+    assert proc.wait(timeout=30) != 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # SIGTERM removed the temporary and the lock
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o002])
+def test_written_folders_and_files_respect_the_umask(tmp_path, mask):
+    from kocurate.records import write_text_atomic
+
+    old = os.umask(mask)
+    try:
+        out = write_dataset_folder(tmp_path / "deep" / "out", _frame(), None, Manifest())
+        note = write_text_atomic(tmp_path / "note.txt", "안녕")
+    finally:
+        os.umask(old)
+    want_dir, want_file = 0o777 & ~mask, 0o666 & ~mask
+    assert (out.stat().st_mode & 0o777) == want_dir and ((out / "data").stat().st_mode & 0o777) == want_dir
+    assert ((tmp_path / "deep").stat().st_mode & 0o777) == want_dir
+    assert (next((out / "data").glob("*.parquet")).stat().st_mode & 0o777) == want_file
+    assert (note.stat().st_mode & 0o777) == want_file
+
+
+def test_write_text_atomic_keeps_mode_and_cleans_dead_temporaries(tmp_path):
+    from kocurate.records import write_json_atomic, write_text_atomic
+
+    path = tmp_path / "report.json"
+    path.write_text("old")
+    os.chmod(path, 0o640)
+    (tmp_path / ".report.json.tmp-99999-dead00").write_text("half")  # a dead writer's temporary
+    write_json_atomic(path, {"점수": 1})
+    assert json.loads(path.read_text()) == {"점수": 1} and (path.stat().st_mode & 0o777) == 0o640
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]
+    with pytest.raises(InputError, match="is a file, so no folder can be made under it"):
+        write_text_atomic(path / "inner.txt", "x")
+
+
+def test_output_under_a_file_or_in_an_unwritable_folder_is_one_line(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(InputError, match="afile is a file, so no folder can be made under it"):
+        write_dataset_folder(tmp_path / "afile" / "out", _frame(), None, Manifest())
+    # /sys refuses new folders even to root, so this fails whoever runs the tests
+    with pytest.raises(InputError, match=r"\(permission denied\); choose another -o"):
+        write_dataset_folder("/sys/kocurate-test/out", _frame(), None, Manifest())
+
+
+# ------------------------------------------------------------------------------ inputs: Hub revisions, bad rows
+
+
+def test_hub_commit_comes_from_the_local_hub_cache(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    from kocurate.records.load import hub_commit
+
+    sha, tag = "a" * 40, "b" * 40
+    refs = tmp_path / "hub" / "datasets--someone--ko-set" / "refs"
+    refs.mkdir(parents=True)
+    (refs / "main").write_text(sha)
+    (refs / "v1").write_text(tag)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert hub_commit("someone/ko-set") == sha and hub_commit("someone/ko-set", "v1") == tag
+    assert hub_commit("someone/ko-set", "c" * 40) == "c" * 40
+    assert hub_commit("someone/other") == "unresolved" and hub_commit("someone/ko-set", "v2") == "unresolved"
+
+
+def test_hub_input_records_revision_and_commit(tmp_path, monkeypatch):
+    import datasets
+    from huggingface_hub import constants
+
+    calls = []
+
+    def fake_load(hub_id, split=None, revision=None, **kwargs):
+        calls.append((hub_id, split, revision))
+        return datasets.Dataset.from_dict({"instruction": ["가"], "output": ["나"]})
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    loaded = load_records("someone/ko-set", revision="v1")
+    assert calls == [("someone/ko-set", "train", "v1")]
+    assert (loaded.info.revision, loaded.info.commit) == ("v1", "unresolved")
+    assert loaded.info.fingerprint == "hub:someone/ko-set@unresolved"  # never datasets' internal fingerprint
+    (tmp_path / "hub" / "datasets--someone--ko-set" / "refs").mkdir(parents=True)
+    (tmp_path / "hub" / "datasets--someone--ko-set" / "refs" / "v1").write_text("d" * 40)
+    out = tmp_path / "out"
+    run_pipeline([load_records("someone/ko-set", revision="v1")], [], out)
+    recorded = json.loads((out / "manifest.json").read_text())["inputs"][0]
+    assert recorded["commit"] == "d" * 40 and recorded["revision"] == "v1" and recorded["fingerprint"].endswith("d" * 40)
+
+
+def test_progress_lines_when_output_is_not_a_terminal(capsys):
+    from kocurate.curate.pipeline import progress_lines
+
+    ctx = RunContext(show_progress=True)
+    assert list(ctx.track(range(20), "embedding", total=20)) == list(range(20))
+    quick = capsys.readouterr().err.splitlines()  # a quick loop: only its last line
+    assert len(quick) == 1 and quick[0].startswith("embedding: 20/20 (100%)") and quick[0].endswith("done")
+    assert list(progress_lines(range(20), "embedding", 20, min_gap=0.0)) == list(range(20))
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("embedding: 2/20 (10%)") and err[-1].startswith("embedding: 20/20 (100%)")
+    assert err[-1].endswith("done") and len(err) == 10
+    assert list(RunContext(show_progress=False).track(range(3), "quiet")) == [0, 1, 2]
+    assert capsys.readouterr().err == ""
+
+
+def test_pipeline_logs_each_step_when_output_is_not_a_terminal(tmp_path, capsys):
+    source = load_records(write_jsonl(tmp_path / "rows.jsonl", ROWS))
+    run_pipeline([source], [], tmp_path / "out", ctx=RunContext(show_progress=True))
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "step 1/1 drop-empty: 4 rows in" and err[1].startswith("step 1/1 drop-empty: 2 rows out (")
+    run_pipeline([source], [], tmp_path / "quiet", ctx=RunContext(show_progress=False))
+    assert capsys.readouterr().err == ""
+
+
+def test_library_callers_get_the_renderer_they_pass(tmp_path):
+    out = tmp_path / "out"
+    run_pipeline([load_records(write_jsonl(tmp_path / "rows.jsonl", ROWS))], [], out,
+                 ctx=RunContext(render_card=lambda folder, manifest: f"---\nlicense: mit\n---\n# {manifest['rows']} rows\n"))
+    assert (out / "README.md").read_text().endswith("# 2 rows\n")

@@ -18,7 +18,9 @@ def _commands():
 
 
 def _spellings(command) -> set[str]:
-    return {opt for p in command.params for opt in (*getattr(p, "opts", ()), *getattr(p, "secondary_opts", ()))}
+    """The option spellings a command documents (hidden ones are old spellings kept for a hint)."""
+    return {opt for p in command.params if not getattr(p, "hidden", False)
+            for opt in (*getattr(p, "opts", ()), *getattr(p, "secondary_opts", ()))}
 
 
 def test_every_writing_command_takes_output_and_overwrite():

@@ -24,7 +24,6 @@ RENAMED = {
     ("build", "--force"): "--rerun (re-run finished steps)",
     ("train", "--output-dir"): "-o/--output",
     ("score", "--template"): "--ifd-prompt (--template names the training prompt template only)",
-    ("card", "--template"): "--card-template (--template names the training prompt template only)",
     ("evaluate", "--compare"): "the command `kocurate compare A.json B.json`",
     ("train-eval", "--output-dir"): "-o/--output",
 }
@@ -87,8 +86,3 @@ def main() -> None:
     Every command writes a dataset folder in Hub layout (data/, removed/, manifest.json,
     README.md) and never touches its input.
     """
-    # Every folder a command writes gets the full dataset card (cheap: jinja2 loads on use).
-    from ..publish.card import default_card_renderer
-    from ..records.folder import set_default_card_renderer
-
-    set_default_card_renderer(default_card_renderer)

@@ -8,23 +8,25 @@ import click
 from rich.table import Table
 
 from ..curate import DropEmpty, RunContext, run_pipeline
-from ..records import load_records, parse_mapping
+from ..errors import InputError
 from ..stats import describe
 from .options import apply, input_options, load_inputs, output_options
-from .render import console, print_written
+from .render import card_renderer, console, print_written
 
 
 @click.command("inspect")
 @click.argument("path")
 @apply(input_options)
 @click.option("--json", "as_json", is_flag=True, help="Print the statistics as JSON instead of tables.")
-@click.option("--top", default=20, show_default=True, help="How many sources and tasks to list.")
+@click.option("--top", default=20, show_default=True, help="How many sources and tasks to list (0 or more).")
 def inspect_cmd(path, preset, mapping, split, as_json, top):
     """Show rows, columns, text lengths, Hangul share, empties, duplicates, sources and tasks.
 
     PATH is a jsonl/json/parquet/csv file, a dataset folder, or a Hub id.
     """
-    loaded = load_records(path, preset=preset, mapping=parse_mapping(mapping), split=split)
+    if top < 0:
+        raise InputError(f"--top {top}: must be 0 or more (how many sources and tasks to list)")
+    loaded = load_inputs([path], preset, mapping, split)[0]
     stats = describe(loaded.frame, top=top)
     if as_json:
         click.echo(json.dumps({"path": path, **stats.to_dict()}, ensure_ascii=False, indent=2))
@@ -66,7 +68,8 @@ def normalize_cmd(inputs, preset, mapping, split, output, overwrite, seed):
     position); rows with an empty instruction or output go to removed/ with reason `empty`.
     """
     sources = load_inputs(inputs, preset, mapping, split)
-    result = run_pipeline(sources, [DropEmpty()], output, ctx=RunContext(seed=seed, show_progress=True), overwrite=overwrite)
+    ctx = RunContext(seed=seed, show_progress=True, render_card=card_renderer())
+    result = run_pipeline(sources, [DropEmpty()], output, ctx=ctx, overwrite=overwrite)
     print_written(result)
 
 

@@ -6,8 +6,16 @@ from pathlib import Path
 
 import click
 
-from .options import (apply, embed_options, input_options, load_inputs, output_options, refuse_empty, run_context,
-                      threshold_option)
+from .options import (
+    apply,
+    embed_options,
+    input_options,
+    load_inputs,
+    output_options,
+    refuse_empty,
+    run_context,
+    threshold_option,
+)
 from .render import print_settings, print_written
 
 
@@ -51,10 +59,11 @@ def decontaminate_cmd(inputs, preset, mapping, split, output, overwrite, seed, a
         ngram=ngram, configs=tuple(c.strip() for c in configs.split(",")) if configs else None, split=bench_split,
         fields=tuple(f.strip() for f in fields.split(",")) if fields else None, skip_missing=skip_missing,
     )
-    step.load_items()  # fail on a bad benchmark before loading or embedding the inputs
+    step.items = step.load_items()  # fail on a bad benchmark before loading or embedding the inputs
     sources = load_inputs(inputs, preset, mapping, split)
     refuse_empty(inputs, sources)
-    result = run_pipeline(sources, [step], output, ctx=run_context(seed, cache_dir, no_cache), overwrite=overwrite)
+    ctx = run_context(seed, cache_dir, no_cache)
+    result = run_pipeline(sources, [step], output, ctx=ctx, overwrite=overwrite)
     print_settings(result)
     print_written(result)
 

@@ -15,6 +15,11 @@ input_options = [
     click.option("--map", "mapping", default=None, metavar="CANON=COL,...",
                  help="Map other columns onto the canonical ones, e.g. --map instruction=question,output=answer."),
     click.option("--split", default="train", show_default=True, help="Split to read when INPUT is a Hub id."),
+    # Stored on the click context (not passed to the command): every loader reads it there.
+    click.option("--revision", default=None, metavar="REV", expose_value=False, is_eager=True,
+                 callback=lambda ctx, _param, value: ctx.meta.__setitem__("kocurate.revision", value),
+                 help="Branch, tag or commit of a Hub id INPUT (default: its main branch); the commit it resolves "
+                      "to is recorded in the manifest."),
 ]
 
 output_options = [
@@ -53,7 +58,10 @@ def run_context(seed: int, cache_dir: Path | None, no_cache: bool):
     """The RunContext of a command: --no-cache wins, else --cache-dir, else the default cache folder."""
     from ..curate.pipeline import RunContext, default_cache_dir  # light: no embedders or torch
 
-    return RunContext(seed=seed, cache_dir=None if no_cache else (cache_dir or default_cache_dir()), show_progress=True)
+    from .render import card_renderer
+
+    return RunContext(seed=seed, cache_dir=None if no_cache else (cache_dir or default_cache_dir()), show_progress=True,
+                      render_card=card_renderer())
 
 
 def apply(options):
@@ -67,9 +75,26 @@ def apply(options):
     return decorator
 
 
-def load_inputs(inputs, preset: str | None, mapping: str | None, split: str) -> list[Loaded]:
+def current_revision() -> str | None:
+    """The command line's --revision (input_options keep it on the click context)."""
+    ctx = click.get_current_context(silent=True)
+    return ctx.meta.get("kocurate.revision") if ctx is not None else None
+
+
+def load_inputs(inputs, preset: str | None, mapping: str | None, split: str, revision: str | None = None) -> list[Loaded]:
+    """Every INPUT as canonical rows. `--revision` applies to the Hub ids among them (local inputs
+    may sit beside a pinned Hub input), and is refused when no input is a Hub id."""
+    from ..errors import InputError
+    from ..records.load import looks_like_hub_id
+
+    revision = revision if revision is not None else current_revision()
     parsed = parse_mapping(mapping)
-    return [load_records(source, preset=preset, mapping=parsed, split=split) for source in inputs]
+    hub = [looks_like_hub_id(str(source)) for source in inputs]
+    if revision is not None and not any(hub):
+        raise InputError(f"--revision {revision}: applies to Hub ids only, and {', '.join(map(str, inputs))} "
+                         f"{'is a local path' if len(inputs) == 1 else 'are local paths'}; drop --revision")
+    return [load_records(source, preset=preset, mapping=parsed, split=split, revision=revision if is_hub else None)
+            for source, is_hub in zip(inputs, hub)]
 
 
 def refuse_empty(inputs, sources) -> None:

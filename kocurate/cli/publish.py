@@ -18,15 +18,20 @@ def _size(n: int) -> str:
 
 @click.command("card")
 @click.argument("out", type=click.Path(file_okay=True, dir_okay=True))
-@click.option("--template", default=None, metavar="NAME|PATH",
+@click.option("--card-template", "template", default=None, metavar="NAME|PATH",
               help="Card template: generic, kopen-platypus, koquality, cot-capped, or a .j2 file that may "
                    "{% extends \"generic.md.j2\" %}. Default: the manifest's recipe, else generic.")
+@click.option("--template", "old_template", default=None, hidden=True,
+              help="Old name of --card-template (--template now means the prompt template only).")
 @click.option("--repo-id", default=None, metavar="NAMESPACE/NAME",
               help="Name the Hub repo in the card's load example (e.g. me/koquality-1pct).")
 @click.option("--pretty-name", default=None, help="Title of the card. Default: the folder's name.")
 @click.option("--check", is_flag=True, help="Only validate the existing README.md against the folder; write nothing.")
 @click.option("--stdout", "to_stdout", is_flag=True, help="Print the rendered card instead of writing README.md.")
-def card_cmd(out, template, repo_id, pretty_name, check, to_stdout):
+@click.option("--license", "license_", default=None, metavar="ID",
+              help="Declare the set's license (a Hub id such as cc-by-4.0, or your own short name). Recorded in "
+                   "manifest.json so later cards keep it. Default: a per-row `license` column, else the sources' licenses.")
+def card_cmd(out, template, old_template, repo_id, pretty_name, check, to_stdout, license_):
     """Render or refresh OUT/README.md, the dataset card, and validate it (--stdout to preview).
 
     \b
@@ -42,12 +47,18 @@ def card_cmd(out, template, repo_id, pretty_name, check, to_stdout):
     Examples:
       kocurate card out/koquality-1pct
       kocurate card out/koquality-1pct --repo-id me/koquality-1pct
-      kocurate card out/clean --template my_card.md.j2 --stdout
+      kocurate card out/clean --card-template my_card.md.j2 --stdout
       kocurate card out/koquality-1pct --check
     """
     from ..errors import InputError
     from ..publish.card import check_folder, make_card, validate_card
 
+    if old_template is not None:
+        if template is not None:
+            raise InputError("--template is the old name of --card-template; pass only --card-template")
+        click.echo("note: `card --template` is now `--card-template` (--template names the prompt template only); "
+                   "the old name goes in the next release", err=True)
+        template = old_template
     if check:
         folder, _ = check_folder(out)
         readme = folder / "README.md"
@@ -63,7 +74,7 @@ def card_cmd(out, template, repo_id, pretty_name, check, to_stdout):
         from ..publish.hub import check_repo_id
 
         check_repo_id(repo_id)
-    result = make_card(out, template=template, repo_id=repo_id, pretty_name=pretty_name, write=not to_stdout)
+    result = make_card(out, template=template, repo_id=repo_id, pretty_name=pretty_name, write=not to_stdout, license=license_)
     if to_stdout:
         click.echo(result.text, nl=False)
         return
@@ -102,18 +113,30 @@ def card_cmd(out, template, repo_id, pretty_name, check, to_stdout):
 @click.option("--dry-run", is_flag=True, help="Validate everything and list the files that would go, with sizes; contact nothing.")
 @click.option("--allow-contaminated", is_flag=True,
               help="Publish even when the decontamination report still lists benchmark matches in data/.")
+@click.option("--exclude-removed", is_flag=True, help="Publish no removed/ rows at all (the card says how many were left out).")
+@click.option("--include-benchmark-matches", is_flag=True,
+              help="Also publish the removed rows that matched benchmark items (left out by default: they are near copies of test sets).")
+@click.option("--license", "license_", default=None, metavar="ID",
+              help="Declare the published set's license (a Hub id such as cc-by-4.0); the uploaded card says so.")
 @click.option("--retries", default=4, show_default=True, help="Retries on transient Hub errors (429, 5xx, dropped connections).")
 def push_cmd(out, repo_id, public, private_flag, revision, create_pr, commit_message, endpoint, token_file, dry_run,
-             allow_contaminated, retries):
+             allow_contaminated, exclude_removed, include_benchmark_matches, license_, retries):
     """Upload dataset folder OUT to the Hub as dataset REPO_ID, in one commit.
 
     \b
     Before contacting the Hub it checks: OUT has data/ rows, manifest.json and a README.md that
     validates against its files (`kocurate card OUT` makes one); REPO_ID is NAMESPACE/NAME; the
-    decontamination report lists no benchmark match still in data/ (else pass
-    --allow-contaminated); a token exists. Then it creates the repo if needed (private unless
-    --public), and uploads README.md, manifest.json, data/ and removed/ in ONE commit: if
-    anything fails, the remote is left as it was. Transient errors are retried with backoff.
+    rows in data/ were all checked by its decontamination step when it has one (rows that came in
+    later make it refuse; --allow-contaminated publishes anyway); a token exists. Then it creates
+    the repo if needed (private unless --public), and uploads README.md, manifest.json, data/,
+    checks/ and removed/ in ONE commit: if anything fails, the remote is left as it was.
+    Transient errors are retried with backoff.
+
+    \b
+    removed/ goes without the rows that matched benchmark items (near copies of test sets) unless
+    --include-benchmark-matches; --exclude-removed leaves all of removed/ out. When rows are left
+    out, or --license is given, the uploaded README.md is re-rendered for exactly what is
+    published and says what was left out; the local card is not touched.
 
     \b
     Examples:
@@ -127,8 +150,22 @@ def push_cmd(out, repo_id, public, private_flag, revision, create_pr, commit_mes
 
     if public and private_flag:
         raise InputError("--public and --private contradict each other; pass one")
+    if exclude_removed and include_benchmark_matches:
+        raise InputError("--exclude-removed and --include-benchmark-matches contradict each other; pass one")
+    removed = "none" if exclude_removed else ("all" if include_benchmark_matches else "no-benchmark")
     plan = hub.plan_push(out, repo_id, allow_contaminated=allow_contaminated, endpoint=endpoint, private=not public,
-                         revision=revision, create_pr=create_pr, commit_message=commit_message)
+                         revision=revision, create_pr=create_pr, commit_message=commit_message, removed=removed,
+                         license=license_)
+    try:
+        _push(plan, token_file, dry_run, retries)
+    finally:
+        plan.cleanup()
+
+
+def _push(plan, token_file, dry_run, retries):
+    from ..errors import InputError
+    from ..publish import hub
+
     token, source = hub.resolve_token(token_file)
     plan.token_source = source
     if not dry_run and not token:
@@ -181,6 +218,9 @@ def _summary_table(plan, title: str) -> Table:
     table.add_row("rows", f"{plan.rows:,}")
     table.add_row("files", f"{len(plan.files)} ({_size(plan.total_bytes)}) in one commit")
     table.add_row("contamination", plan.contamination.status)
+    view = plan.view
+    if view is not None and view.left_out:
+        table.add_row("left out", f"{view.left_out:,} removed rows ({'all' if view.what == 'all' else 'benchmark matches'})")
     return table
 
 

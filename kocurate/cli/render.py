@@ -8,6 +8,14 @@ from rich.table import Table
 console = Console(stderr=False)
 
 
+def card_renderer():
+    """The full dataset card every command writes (publish's renderer, which falls back to the
+    minimal card if rendering fails). Pass it as RunContext(render_card=...) or render_card=."""
+    from ..publish.card import default_card_renderer
+
+    return default_card_renderer
+
+
 def pipeline_summary(result, title: str = "summary") -> Table:
     """Rows in/out, removed by reason and seconds per step, then the totals."""
     table = Table(title=title, title_justify="left")

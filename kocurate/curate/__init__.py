@@ -6,4 +6,4 @@ from .dedup import ExactDedup, SemanticDedup
 from .normalize import DropEmpty
 from .pipeline import PipelineResult, RunContext, Step, StepResult, run_pipeline
 
-__all__ = ["Cap", "Decontaminate", "DropEmpty", "ExactDedup", "SemanticDedup", "PipelineResult", "RunContext", "Step", "StepResult", "run_pipeline"]
+__all__ = ["Cap", "Decontaminate", "DropEmpty", "ExactDedup", "PipelineResult", "RunContext", "SemanticDedup", "Step", "StepResult", "run_pipeline"]

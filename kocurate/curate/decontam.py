@@ -29,13 +29,13 @@ from typing import ClassVar, Sequence
 import numpy as np
 import polars as pl
 
-from ..errors import InputError, first_line
+from ..errors import InputError
 from ..records import removal_frame
 from ..records.kobest import CONFIGS, TEXT_FIELDS, load_split
 from .dedup import _param, check_threshold, row_texts
 from .embed import embed_texts, load_embedder, normalize_text
 from .index import search_pairs
-from .pipeline import RunContext, Step, StepResult
+from .step import RunContext, Step, StepResult
 
 NGRAM_CHARS = 50
 MIN_ITEM_CHARS = 15
@@ -53,6 +53,8 @@ class BenchmarkItems:
     counts: dict[str, int] = field(default_factory=dict)
 
     groups: list[list[int]] = field(default_factory=list)  # per benchmark row: indices of its field texts
+    #: where the items came from: {"kind": "hub"|"local-folder"|"file"|"folder", "path", "commit"?}
+    origin: dict = field(default_factory=dict)
 
     def add(self, item_id: str, field_name: str, text) -> int:
         if isinstance(text, str) and normalize_text(text):
@@ -86,7 +88,9 @@ def kobest_items(data_dir: str | Path | None = None, configs: Sequence[str] | No
         raise InputError(f"--configs {','.join(unknown)}: unknown KoBEST config; use some of {','.join(CONFIGS)}")
     if data_dir is not None and not Path(data_dir).is_dir():
         raise InputError(f"{data_dir}: KoBEST data folder not found; pass --data-dir with {{config}}/{split}.jsonl inside (Hub layout)")
-    items = BenchmarkItems("kobest")
+    from ..records.kobest import origin
+
+    items = BenchmarkItems("kobest", origin=origin(data_dir))
     for config in (c.removeprefix("kobest_") for c in configs):
         if data_dir is not None and not (Path(data_dir) / config / f"{split}.jsonl").is_file():
             path = Path(data_dir) / config / f"{split}.jsonl"
@@ -109,11 +113,19 @@ def kobest_items(data_dir: str | Path | None = None, configs: Sequence[str] | No
 
 def dataset_items(source: str, split: str = "test", fields: Sequence[str] | None = None) -> BenchmarkItems:
     """Any dataset as benchmark: a local file/folder or a Hub id; `fields` default: every text column."""
-    from ..records import data_files, looks_like_hub_id, read_table
+    from ..records import (
+        data_files,
+        file_sha256,
+        files_fingerprint,
+        looks_like_hub_id,
+        read_table,
+    )
+    from ..records.load import HubLoadError, read_hub
 
     path = Path(source)
     if path.is_file():
         frame = read_table(path)
+        origin = {"kind": "file", "path": str(path.resolve()), "fingerprint": file_sha256(path)}
     elif path.is_dir():
         files = data_files(path, split)
         if not files and data_files(path, "train"):
@@ -125,14 +137,14 @@ def dataset_items(source: str, split: str = "test", fields: Sequence[str] | None
             raise InputError(f"{path}: no data files for split '{split}'; pass --bench-split with a split it has, "
                              "a file, or a Hub id")
         frame = pl.concat([read_table(f) for f in files], how="diagonal_relaxed")
+        origin = {"kind": "folder", "path": str(path.resolve()), "fingerprint": files_fingerprint(files)}
     elif looks_like_hub_id(source):
         try:
-            import datasets
-
-            frame = pl.from_arrow(datasets.load_dataset(source, split=split).data.table)
-        except Exception as exc:
+            frame, commit = read_hub(source, split)
+        except HubLoadError as exc:
             raise InputError(f"--against {source}: not a local file or folder, and the Hub load of split '{split}' failed "
-                             f"({first_line(exc, 160)}); pass a local file, or --bench-split with a split it has") from None
+                             f"({exc.cause}); pass a local file, or --bench-split with a split it has") from None
+        origin = {"kind": "hub", "path": source, "commit": commit}
     else:
         raise InputError(f"--against {source}: not a local file or folder, nor a Hub id (owner/name); pass kobest, a file, a folder or a Hub id")
     text_columns = [c for c, t in frame.schema.items() if t == pl.String]
@@ -143,7 +155,7 @@ def dataset_items(source: str, split: str = "test", fields: Sequence[str] | None
     if not columns:
         raise InputError(f"{source}: no text columns to compare against; name them with --fields")
     name = path.stem if path.exists() else source
-    items = BenchmarkItems(name)
+    items = BenchmarkItems(name, origin=origin)
     for number, row in enumerate(frame.select(columns).iter_rows(named=True)):
         items.add_row(f"{name}/{split}/{number}", "", row)
     items.counts[name] = len(items.ids)
@@ -231,32 +243,37 @@ class Decontaminate(Step):
     fields: tuple[str, ...] | None = None
     skip_missing: bool = False
     columns: tuple[str, ...] = ("instruction", "input")
+    #: benchmark items already loaded (e.g. by a CLI that checks the benchmark before loading
+    #: the inputs); an input like the others, not a result: None loads them in `run`
+    items: BenchmarkItems | None = field(default=None, repr=False, compare=False)
     name: ClassVar[str] = "decontaminate"
 
     def __post_init__(self):
         self.threshold = check_threshold(self.threshold)
         if self.ngram and int(self.ngram) < 8:
             raise InputError(f"--ngram {self.ngram}: too short to mean a copy; use at least 8 characters (default {NGRAM_CHARS}), or 0 to turn it off")
-        self.items: BenchmarkItems | None = None
 
     def params(self) -> dict:
         # not dataclasses.asdict: it would deep-copy an Embedder instance passed as `embedder`
-        return {f.name: _param(getattr(self, f.name)) for f in fields(self)}
+        return {f.name: _param(getattr(self, f.name)) for f in fields(self) if f.name != "items"}
 
     def load_items(self) -> BenchmarkItems:
-        if self.items is None:
-            if self.against == "kobest":
-                self.items = kobest_items(self.data_dir, self.configs, self.split, "skip" if self.skip_missing else "error")
-            else:
-                self.items = dataset_items(self.against, self.split, self.fields)
-        return self.items
+        """The benchmark items this step checks against (loaded anew on every call)."""
+        if self.against == "kobest":
+            return kobest_items(self.data_dir, self.configs, self.split, "skip" if self.skip_missing else "error")
+        return dataset_items(self.against, self.split, self.fields)
 
     def run(self, frame: pl.DataFrame, ctx: RunContext) -> StepResult:
-        items = self.load_items()
+        items = self.items if self.items is not None else self.load_items()
         stats = {"benchmark": items.name, "items": len(items.ids), "items_per_config": items.counts,
                  "skipped_configs": items.skipped}
+        check = {"benchmark": items.name, "origin": items.origin, "configs": sorted(items.counts),
+                 "skipped_configs": list(items.skipped), "split": self.split, "items": len(items.ids),
+                 "threshold": self.threshold, "ngram": self.ngram}
         if not frame.height:
-            return self.keep_all(frame, **stats)
+            result = self.keep_all(frame, **stats)
+            result.check = check
+            return result
         model = load_embedder(self.embedder)
         track = ctx.track if ctx.show_progress else None
         texts = row_texts(frame, self.columns)
@@ -309,7 +326,8 @@ class Decontaminate(Step):
         stats.update({"embedder": model.name, "threshold": self.threshold, "ngram": self.ngram,
                       "semantic": int((reason == "benchmark-semantic").sum()), "ngram_matches": verbatim,
                       "contaminated": int(gone.sum())})
-        return StepResult(frame.filter(~mask), removed, stats)
+        check["embedder"] = model.name
+        return StepResult(frame.filter(~mask), removed, stats, check=check)
 
 
 __all__ = ["MIN_ITEM_CHARS", "NGRAM_CHARS", "BenchmarkItems", "Decontaminate", "NgramMatcher", "dataset_items", "kobest_items"]

@@ -8,7 +8,7 @@ from typing import ClassVar
 import polars as pl
 
 from ..records import REQUIRED_TEXT, removal_frame
-from .pipeline import RunContext, Step, StepResult
+from .step import RunContext, Step, StepResult
 
 
 @dataclass

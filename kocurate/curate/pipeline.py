@@ -1,104 +1,43 @@
-"""Steps and the pipeline that runs them: load -> steps -> one dataset folder.
+"""The pipeline: load -> steps -> one dataset folder, written through records' output guard.
 
-A step is a small dataclass with a `name`, its parameters as fields, and a `run` over a frame
-that returns what it kept, what it removed (with reasons) and counters, in the manner of
-datatrove's pipeline steps.
+The step vocabulary (Step, StepResult, RunContext) lives in step.py; it is re-exported here
+for the modules that import it from the pipeline.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import os
-import time
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, ClassVar, Iterable, Sequence, TypeVar
+from typing import Callable, Sequence
 
 import polars as pl
 
 from ..errors import InputError
-from ..records import (
-    Loaded,
-    Manifest,
-    StepRecord,
-    check_output,
-    concat_removed,
-    empty_removed,
-    write_dataset_folder,
+from ..records import Loaded, Manifest, StepRecord, concat_removed
+from ..records.checks import Check, new_check, read_checks
+from ..records.folder import fill_dataset_folder, output_guard, read_removed
+from .normalize import DropEmpty
+from .step import (
+    RunContext,
+    Step,
+    StepResult,
+    _jsonable,
+    default_cache_dir,
+    progress_lines,
 )
 
-T = TypeVar("T")
-
-
-def default_cache_dir() -> Path:
-    """$KOCURATE_CACHE, else $XDG_CACHE_HOME/kocurate, else ~/.cache/kocurate."""
-    if os.environ.get("KOCURATE_CACHE"):
-        return Path(os.environ["KOCURATE_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "kocurate"
-
-
-@dataclass
-class RunContext:
-    """What every step may use: the run's seed, a cache folder, and a progress display.
-
-    `cache_dir=None` means no cache: steps neither read nor write embeddings or scores.
-    """
-
-    seed: int = 42
-    cache_dir: Path | None = None
-    show_progress: bool = False
-
-    def track(self, items: Iterable[T], description: str, total: int | None = None) -> Iterable[T]:
-        if not self.show_progress:
-            return items
-        from rich.progress import track
-
-        return track(items, description=description, total=total, transient=True)
-
-
-@dataclass
-class StepResult:
-    """What a step did: rows kept, rows removed (with step, reason, dup_of, similarity), counters."""
-
-    kept: pl.DataFrame
-    removed: pl.DataFrame
-    stats: dict = field(default_factory=dict)
-
-    def removed_by_reason(self) -> dict[str, int]:
-        if not self.removed.height:
-            return {}
-        counts = self.removed.group_by("reason").len().sort("len", descending=True)
-        return {r: int(n) for r, n in counts.iter_rows()}
-
-
-class Step:
-    """Base class. Subclasses are dataclasses whose fields are the step's parameters."""
-
-    name: ClassVar[str] = "step"
-
-    def params(self) -> dict:
-        return dataclasses.asdict(self) if dataclasses.is_dataclass(self) else {}
-
-    def run(self, frame: pl.DataFrame, ctx: RunContext) -> StepResult:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def keep_all(self, frame: pl.DataFrame, **stats) -> StepResult:
-        return StepResult(frame, empty_removed(frame), stats)
-
-    def __call__(self, frame: pl.DataFrame, ctx: RunContext) -> tuple[StepResult, StepRecord]:
-        start = time.perf_counter()
-        result = self.run(frame, ctx)
-        record = StepRecord(
-            name=self.name,
-            params=_jsonable(self.params()),
-            rows_in=frame.height,
-            rows_out=result.kept.height,
-            removed=result.removed_by_reason(),
-            seconds=round(time.perf_counter() - start, 3),
-            stats=_jsonable(result.stats),
-        )
-        return result, record
+__all__ = [
+    "PipelineResult",
+    "RunContext",
+    "Step",
+    "StepResult",
+    "_jsonable",
+    "combine_inputs",
+    "default_cache_dir",
+    "progress_lines",
+    "run_pipeline",
+]
 
 
 @dataclass
@@ -111,6 +50,9 @@ class PipelineResult:
     manifest: Manifest
     records: list[StepRecord]
     results: list[StepResult]
+    #: the checks the kept rows carry (records.checks.Check: this run's and the inputs'); pass
+    #: them to records.write_dataset_folder(checks=...) when writing `kept` later
+    checks: list[Check] = field(default_factory=list)
 
     @property
     def rows_in(self) -> int:
@@ -150,26 +92,38 @@ def run_pipeline(
 ) -> PipelineResult:
     """Run `steps` over the combined inputs and write one dataset folder to `out`.
 
-    With `out=None` nothing is written (analysis runs). Rows an input folder had already
-    removed are carried into the new removed/, and its steps into the new manifest, so the
-    last folder of a chain tells the whole story.
+    With `out=None` nothing is written (analysis runs). Otherwise the output is checked and
+    locked before anything runs (records.output_guard) and appears in one rename at the end.
+    Rows an input folder had already removed are carried into the new removed/, its steps into
+    the new manifest, and its checks' row fingerprints along with its rows, so the last folder
+    of a chain tells the whole story. The card is rendered by `render_card`, else
+    `ctx.render_card`, else records' minimal card.
     """
-    from .normalize import DropEmpty
-
     ctx = ctx or RunContext()
-    if out is not None:
-        check_output(out, [s.info.path for s in sources], overwrite=overwrite)
-    frame = combine_inputs(sources)
+    render = render_card or ctx.render_card
+    if out is None:
+        return _run(sources, steps, ctx, recipe)
+    with output_guard(out, [s.info.path for s in sources], overwrite=overwrite) as tmp:
+        result = _run(sources, steps, ctx, recipe)
+        fill_dataset_folder(tmp, result.kept, result.removed, result.manifest, render_card=render, checks=result.checks)
+    result.out = Path(out).expanduser().resolve()
+    return result
 
+
+def _run(sources: Sequence[Loaded], steps: Sequence[Step], ctx: RunContext, recipe: str | None) -> PipelineResult:
+    frame = combine_inputs(sources)
     manifest = Manifest(seed=ctx.seed, recipe=recipe)
-    carried_removed: list[pl.DataFrame] = []
+    removed: list[pl.DataFrame] = []
+    checks: list[Check] = []
     for source in sources:
         parent = source.manifest
         if parent:
+            folder = Path(source.info.path)
             manifest.inputs.extend(parent.get("inputs", []))
             manifest.steps.extend(parent.get("steps", []))
             manifest.parents.append({"folder": source.info.path, "data_fingerprint": parent.get("data_fingerprint")})
-            carried_removed.append(_read_removed(Path(source.info.path)))
+            removed.append(read_removed(folder))
+            checks.extend(read_checks(folder, parent))
         else:
             manifest.inputs.append(source.info.to_dict())
 
@@ -177,39 +131,21 @@ def run_pipeline(
     if any(s.manifest is None for s in sources) and not any(isinstance(s, DropEmpty) for s in steps):
         steps = [DropEmpty(), *steps]
 
-    records, results, removed = [], [], list(carried_removed)
-    for step in steps:
+    records, results = [], []
+    log = ctx.show_progress and not sys.stdout.isatty()  # a terminal has the live bars instead
+    for number, step in enumerate(steps, 1):
+        if log:
+            print(f"step {number}/{len(steps)} {step.name}: {frame.height:,} rows in", file=sys.stderr, flush=True)
         result, record = step(frame, ctx)
+        if log:
+            print(f"step {number}/{len(steps)} {step.name}: {record.rows_out:,} rows out ({record.seconds:.1f}s)",
+                  file=sys.stderr, flush=True)
         frame = result.kept
         records.append(record)
         results.append(result)
         removed.append(result.removed)
         manifest.add_step(record)
-
-    removed_all = concat_removed(removed)
-    written = None
-    if out is not None:
-        written = write_dataset_folder(out, frame, removed_all, manifest, overwrite=overwrite, render_card=render_card)
-    return PipelineResult(written, frame, removed_all, manifest, records, results)
-
-
-def _read_removed(folder: Path) -> pl.DataFrame:
-    from ..records import read_table
-
-    files = sorted((folder / "removed").glob("train-*.parquet"))
-    if not files:
-        return pl.DataFrame()
-    return pl.concat([read_table(f) for f in files], how="diagonal_relaxed")
-
-
-def _jsonable(value):
-    """Make step parameters and stats JSON-safe (paths, tuples, numpy scalars)."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "item") and callable(value.item):
-        return value.item()
-    return value
+        if result.check is not None:
+            checks.append(new_check({"step": step.name, "step_index": len(manifest.steps) - 1, **_jsonable(result.check)},
+                                    result.kept))
+    return PipelineResult(None, frame, concat_removed(removed), manifest, records, results, checks)

@@ -35,7 +35,7 @@ import yaml
 
 from .. import __version__
 from ..errors import InputError
-from ..records import Loaded, check_output, load_records, read_manifest
+from ..records import Loaded, check_output, load_records, output_guard, read_manifest, write_json_atomic
 from .pipeline import PipelineResult, RunContext, Step, _jsonable, run_pipeline
 
 TOP_KEYS = ("name", "description", "seed", "output", "inputs", "steps")
@@ -371,9 +371,7 @@ def _read_state(out: Path) -> dict:
 
 
 def _write_state(out: Path, state: dict) -> None:
-    tmp = out / f".{STATE_FILE}.tmp"
-    tmp.write_text(json.dumps(state, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(out / STATE_FILE)
+    write_json_atomic(out / STATE_FILE, state)
 
 
 def check_build_output(out: Path, recipe: Recipe, overwrite: bool) -> None:
@@ -406,9 +404,9 @@ def build(recipe: Recipe, *, ctx: RunContext | None = None, rerun: bool = False,
     out = Path(recipe.output)
     check_build_output(out, recipe, overwrite)
     if overwrite and out.is_dir() and not _read_state(out).get("_recipe") == recipe.name:
-        import shutil
-
-        shutil.rmtree(out)
+        # an empty folder swapped in atomically: the old one stays whole until that instant
+        with output_guard(out, [i.source for i in recipe.inputs], overwrite=True):
+            pass
     out.mkdir(parents=True, exist_ok=True)
     state = _read_state(out)
     state["_recipe"] = recipe.name

@@ -22,8 +22,6 @@ from .licenses import SourceLicense, combined_license, commercial_status, lookup
 
 #: manifest step names that count as a decontamination step
 DECONTAM_STEPS = ("decontaminate", "decontam", "decontamination")
-#: keys of a decontamination step's `stats` that list matches still present in data/
-REMAINING_KEYS = ("remaining_matches", "kept_matches", "matches_kept")
 #: Hub size categories, by upper bound
 _SIZES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
           (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B"),
@@ -40,9 +38,10 @@ COLUMN_DOCS = {
     "input": "optional context for the instruction (may be empty)",
     "output": "the response to train on",
     "source": "the dataset (or sub-dataset) the row came from",
-    "task": "the task name (CoT-Collection rows)",
-    "rationale": "the chain-of-thought rationale (CoT-Collection rows)",
-    "target": "the final answer (CoT-Collection rows)",
+    "task": "the task each row belongs to",
+    "rationale": "the reasoning written before the answer (chain of thought)",
+    "target": "the final answer",
+    "license": "the license of the row",
     "len": "character length of the instruction",
     "len_group": "length group (quantile bucket of `len`)",
     "cluster": "k-means cluster id inside its length group",
@@ -53,7 +52,7 @@ COLUMN_DOCS = {
     "step": "the step that removed the row",
     "reason": "why the step removed it",
     "detail": "free-text detail of the removal",
-    "type": "the CoT-Collection row type",
+    "type": "the row type",
 }
 
 
@@ -120,13 +119,14 @@ def config_info(folder: Path, split_dir: str, config_name: str) -> dict | None:
 
 @dataclass
 class Contamination:
-    """What the folder says about benchmark contamination.
+    """What the folder's rows have earned about benchmark contamination.
 
-    Read from the manifest's steps named in DECONTAM_STEPS (params, rows, removed counts, stats)
-    and from removed/ rows whose `step` is one of them (`reason`, `dup_of` = benchmark item id
-    such as kobest/copa/test/17, `similarity` = score). `remaining` counts matches the last
-    decontamination step reports as still in data/ (its stats' REMAINING_KEYS: an int or a list
-    of {id, dup_of|benchmark_item, similarity}).
+    Read from the checks the folder records (records.checks: which rows of data/ passed which
+    benchmark check, by row fingerprint), the decontamination steps of the manifest (params,
+    rows) and removed/ rows those steps dropped (`reason`, `dup_of` = benchmark item id such as
+    kobest/copa/test/17, `similarity` = score). "clean" needs every row now in data/ to have
+    passed a check against each benchmark named; rows that came in later (another input, a raw
+    file) are unchecked, and so are all rows of a folder whose steps record no fingerprints.
     """
 
     checked: bool = False
@@ -135,73 +135,97 @@ class Contamination:
     by_reason: dict[str, int] = field(default_factory=dict)
     by_benchmark: dict[str, int] = field(default_factory=dict)
     examples: list[dict] = field(default_factory=list)
-    remaining: int = 0
-    remaining_examples: list[dict] = field(default_factory=list)
+    coverage: list = field(default_factory=list)  # records.checks.Coverage, one per benchmark
+    rows: int = 0
+
+    @property
+    def unverified(self) -> bool:
+        """A decontamination step ran, but no row fingerprints say which rows it saw."""
+        return bool(self.steps) and not self.coverage
+
+    @property
+    def unchecked(self) -> int:
+        """Rows of data/ that some benchmark's checks never saw (0 when clean)."""
+        if self.unverified:
+            return self.rows
+        return max((c.unchecked for c in self.coverage), default=0)
+
+    @property
+    def unchecked_example(self) -> str | None:
+        return next((c.unchecked_example for c in self.coverage if c.unchecked_example), None)
 
     @property
     def clean(self) -> bool:
-        return self.checked and self.remaining == 0
+        return self.checked and bool(self.coverage) and all(c.complete for c in self.coverage)
+
+    @property
+    def benchmarks(self) -> str:
+        return ", ".join(c.benchmark for c in self.coverage) or "a benchmark"
 
     @property
     def status(self) -> str:
         if not self.checked:
             return "not checked"
-        if self.remaining:
-            return f"{self.remaining:,} benchmark matches still in data/"
-        return f"clean ({self.removed:,} matching row{'s' if self.removed != 1 else ''} removed)"
+        if self.unverified:
+            return "not verified: the decontamination step recorded no row fingerprints; run `kocurate decontaminate` again"
+        if not self.clean:
+            parts = [f"{c.unchecked:,} of {c.rows:,} rows in data/ never checked against {c.benchmark}"
+                     for c in self.coverage if not c.complete]
+            return "; ".join(parts)
+        return (f"clean against {self.benchmarks} ({self.removed:,} matching row{'s' if self.removed != 1 else ''} removed; "
+                f"every row in data/ checked)")
+
+
+def origin_text(origin: dict | None) -> str:
+    """Where a check's benchmark data came from, in words for the card."""
+    origin = origin or {}
+    kind, path = origin.get("kind"), origin.get("path", "?")
+    if kind == "hub":
+        commit = origin.get("commit") or "unresolved"
+        at = f"commit `{commit[:12]}`" if commit != "unresolved" else "an unresolved commit"
+        return f"`{path}` from the Hugging Face Hub at {at}"
+    if kind == "local-folder":
+        hub = f", not `{origin['hub_id']}` as published on the Hub" if origin.get("hub_id") else ""
+        return f"a local sample folder (`{Path(path).name}`){hub}; the check is only as complete as that folder"
+    if kind in ("file", "folder"):
+        return f"the local {kind} `{Path(path).name}`"
+    return "an unrecorded source"
 
 
 def read_contamination(folder: Path, manifest: dict) -> Contamination:
     """Tolerant reading: no decontamination step means `checked=False`, never an error."""
-    steps = [s for s in manifest.get("steps", []) if str(s.get("name", "")).lower() in DECONTAM_STEPS]
-    result = Contamination(checked=bool(steps), steps=steps)
-    if not steps:
-        return result
-    names = {s["name"] for s in steps}
-    files = data_files(folder, "removed")
-    if files:
-        import polars as pl
-        import pyarrow.parquet as pq
+    from ..records import coverage, read_removed
 
-        wanted = ("step", "reason", "dup_of", "similarity", "id", "instruction")
-        scans = []
-        for f in files:  # read only the decontamination rows and the columns the card shows
-            present = [c for c in wanted if c in pq.read_schema(f).names]
-            if "step" in present:
-                scans.append(pl.scan_parquet(f).select(present).filter(pl.col("step").is_in(list(names))))
-        if scans:
-            rows = pl.concat(scans, how="diagonal_relaxed").collect()
-            result.removed = rows.height
-            if rows.height:
-                for col in ("reason", "dup_of", "similarity", "id"):
-                    if col not in rows.columns:
-                        rows = rows.with_columns(pl.lit(None).alias(col))
-                result.by_reason = {str(r): int(n) for r, n in rows.group_by("reason").len().sort("len", descending=True).iter_rows()}
-                # kobest/copa/test/17 -> kobest/copa/test (ids with fewer than three parts stay whole)
-                bench = rows.select(pl.col("dup_of").cast(pl.String).fill_null("").str.replace(r"^(.+/.+)/[^/]+$", "${1}").alias("b"))
-                result.by_benchmark = {str(b): int(n) for b, n in bench.group_by("b").len().sort(["len", "b"], descending=[True, False]).iter_rows()}
-                top = rows.sort("similarity", descending=True, nulls_last=True).head(10)
-                result.examples = [
-                    {"id": r["id"], "dup_of": r["dup_of"], "similarity": r["similarity"], "reason": r["reason"],
-                     "instruction": _short(r.get("instruction"))}
-                    for r in top.iter_rows(named=True)
-                ]
-    if not result.removed:  # folders without removed/ still report the step's own counts
+    steps = [s for s in manifest.get("steps", []) if str(s.get("name", "")).lower() in DECONTAM_STEPS]
+    cover = coverage(folder, manifest)
+    result = Contamination(checked=bool(steps) or bool(cover), steps=steps, coverage=cover,
+                           rows=sum(m.num_rows for m in _metas(folder)))
+    if not result.checked:
+        return result
+    names = sorted({s["name"] for s in steps} | {str(c.get("step")) for cov in cover for c in cov.checks})
+    rows = read_removed(folder, columns=["step", "reason", "dup_of", "similarity", "id", "instruction"], steps=names)
+    result.removed = rows.height
+    if rows.height:
+        import polars as pl
+
+        for col in ("reason", "dup_of", "similarity", "id", "instruction"):
+            if col not in rows.columns:
+                rows = rows.with_columns(pl.lit(None).alias(col))
+        result.by_reason = {str(r): int(n) for r, n in rows.group_by("reason").len().sort("len", descending=True).iter_rows()}
+        # kobest/copa/test/17 -> kobest/copa/test (ids with fewer than three parts stay whole)
+        bench = rows.select(pl.col("dup_of").cast(pl.String).fill_null("").str.replace(r"^(.+/.+)/[^/]+$", "${1}").alias("b"))
+        result.by_benchmark = {str(b): int(n) for b, n in bench.group_by("b").len().sort(["len", "b"], descending=[True, False]).iter_rows()}
+        top = rows.sort("similarity", descending=True, nulls_last=True).head(10)
+        result.examples = [
+            {"id": r["id"], "dup_of": r["dup_of"], "similarity": r["similarity"], "reason": r["reason"],
+             "instruction": _short(r.get("instruction"))}
+            for r in top.iter_rows(named=True)
+        ]
+    else:  # folders without removed/ still report the steps' own counts
         for step in steps:
             for reason, n in (step.get("removed") or {}).items():
                 result.by_reason[reason] = result.by_reason.get(reason, 0) + int(n)
         result.removed = sum(result.by_reason.values())
-    stats = steps[-1].get("stats") or {}
-    for key in REMAINING_KEYS:
-        value = stats.get(key)
-        if isinstance(value, bool) or value is None:
-            continue
-        if isinstance(value, int):
-            result.remaining = value
-        elif isinstance(value, list):
-            result.remaining = len(value)
-            result.remaining_examples = [v for v in value[:10] if isinstance(v, dict)]
-        break
     return result
 
 
@@ -235,6 +259,8 @@ class SourceRow:
     preset: str | None
     hub_id: str | None
     license: SourceLicense | None
+    #: Hub inputs: the commit the rows came from ("unresolved" when it could not be told)
+    commit: str | None = None
 
 
 def _sources(manifest: dict) -> list[SourceRow]:
@@ -244,7 +270,8 @@ def _sources(manifest: dict) -> list[SourceRow]:
         hub_id = item.get("path") if item.get("kind") == "hub" else None
         record = lookup(hub_id, preset)
         out.append(SourceRow(item.get("name") or item.get("path") or "?", item.get("kind") or "?", int(item.get("rows") or 0),
-                             preset, hub_id or (record.hub_id if record else None), record))
+                             preset, hub_id or (record.hub_id if record else None), record,
+                             item.get("commit") if item.get("kind") == "hub" else None))
     return out
 
 
@@ -270,16 +297,85 @@ def _params(params: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in params.items() if v not in (None, "", [], {}))
 
 
-def metadata(folder: Path, manifest: dict, *, pretty_name: str | None = None) -> dict:
+@dataclass
+class PublishView:
+    """What a published copy leaves out of removed/ (push-to-hub), for the card to say so."""
+
+    left_out: int = 0
+    #: "benchmark": rows that matched benchmark items; "all": every removed row
+    what: str = "benchmark"
+    by_benchmark: dict[str, int] = field(default_factory=dict)
+
+
+def _value_counts(folder: Path, column: str) -> dict[str, int] | None:
+    """Distinct values of one data/ column with their row counts (None when the column is absent;
+    nulls count under the key None)."""
+    import polars as pl
+    import pyarrow.parquet as pq
+
+    files = data_files(folder, "data")
+    if not files or any(column not in pq.read_schema(f).names for f in files):
+        return None
+    values = pl.concat([pl.read_parquet(f, columns=[column]) for f in files], how="diagonal_relaxed")
+    if values.schema[column] != pl.String:
+        values = values.with_columns(pl.col(column).cast(pl.String, strict=False))
+    counts = values.group_by(column).len().sort(["len", column], descending=[True, False], nulls_last=True)
+    return {k: int(n) for k, n in counts.iter_rows()}
+
+
+def declared_license(folder: Path, manifest: dict, sources: list[SourceRow], license: str | None = None) -> dict:
+    """The card's license, from the most direct statement available.
+
+    1. `license` (--license) or the manifest's `license` (recorded by `kocurate card --license`):
+       the publisher's declaration for the whole set;
+    2. a per-row `license` column in data/: one value for every row -> that license; several
+       (or rows without one) -> `other`, and the card lists rows per license;
+    3. else the sources' licenses (publish.licenses), as the inputs name them.
+    """
+    from .licenses import hub_license, license_commercial
+
+    stated = license or manifest.get("license")
+    per_row = _value_counts(folder, "license")
+    records = [s.license for s in sources]
+    if stated:
+        license_id, license_name = hub_license(str(stated))
+        commercial = license_commercial(str(stated))
+        if any(r is not None for r in records):  # a known source's own terms still bind its rows
+            commercial = _worst(commercial, commercial_status(records))
+        return {"license": license_id, "license_name": license_name, "basis": "declared", "declared": str(stated),
+                "per_row": per_row, "commercial": commercial}
+    if per_row:
+        named = [k for k in per_row if k]
+        if len(named) == 1 and None not in per_row:
+            license_id, license_name = hub_license(named[0])
+        else:
+            license_id, license_name = "other", "mixed-see-card" if named else "unknown-see-card"
+        states = [license_commercial(k) for k in named] + (["unclear"] if None in per_row else [])
+        commercial = "no" if "no" in states else ("unclear" if "unclear" in states or not states else "yes")
+        return {"license": license_id, "license_name": license_name, "basis": "rows", "declared": None,
+                "per_row": per_row, "commercial": commercial}
+    license_id, license_name = combined_license(records)
+    return {"license": license_id, "license_name": license_name, "basis": "sources", "declared": None,
+            "per_row": None, "commercial": commercial_status(records)}
+
+
+def _worst(a: str, b: str) -> str:
+    order = {"no": 0, "unclear": 1, "yes": 2}
+    return a if order.get(a, 1) <= order.get(b, 1) else b
+
+
+def metadata(folder: Path, manifest: dict, *, pretty_name: str | None = None, license: str | None = None,
+             contamination: Contamination | None = None) -> dict:
     """The card's YAML metadata as a dict (what DatasetCardData reads back)."""
+    from ..records import hub_configs
+
     folder = Path(folder)
     sources = _sources(manifest)
-    records = [s.license for s in sources]
-    license_id, license_name = combined_license(records)
+    lic = declared_license(folder, manifest, sources, license)
     default = config_info(folder, "data", "default")
     removed = config_info(folder, "removed", "removed")
     rows = default["splits"][0]["num_examples"] if default else int(manifest.get("rows") or 0)
-    contamination = read_contamination(folder, manifest)
+    contamination = contamination or read_contamination(folder, manifest)
     recipe = _recipe_name(manifest)
     tags = ["kocurate", "korean", "instruction-tuning"]
     if recipe:
@@ -288,10 +384,10 @@ def metadata(folder: Path, manifest: dict, *, pretty_name: str | None = None) ->
         tags.append("decontaminated")
     meta: dict = {
         "language": ["ko"],
-        "license": license_id,
+        "license": lic["license"],
     }
-    if license_name:
-        meta["license_name"] = license_name
+    if lic["license_name"]:
+        meta["license_name"] = lic["license_name"]
     meta.update({
         "task_categories": ["text-generation"],
         "size_categories": [size_category(rows)],
@@ -301,23 +397,40 @@ def metadata(folder: Path, manifest: dict, *, pretty_name: str | None = None) ->
     hub_sources = sorted({s.hub_id for s in sources if s.hub_id})
     if hub_sources:
         meta["source_datasets"] = hub_sources
-    configs = [{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*"}]}]
-    if removed:
-        configs.append({"config_name": "removed", "data_files": [{"split": "train", "path": "removed/train-*"}]})
-    meta["configs"] = configs
+    meta["configs"] = hub_configs(folder)
     meta["dataset_info"] = [c for c in (default, removed) if c]
     return meta
 
 
-def card_context(folder: Path, manifest: dict, *, repo_id: str | None = None, pretty_name: str | None = None) -> dict:
-    """Everything a template may use."""
+def _column_doc(name: str, counts: dict | None) -> str:
+    doc = COLUMN_DOCS.get(name, "")
+    if counts is not None and name in ("task", "source", "license", "type"):
+        named = [str(k) for k in counts if k is not None]
+        shown = ", ".join(f"`{k}`" for k in named[:3]) + (", ..." if len(named) > 3 else "")
+        doc = f"{doc}: {len(named):,} distinct value{'s' if len(named) != 1 else ''}" + (f" ({shown})" if shown else "")
+    return doc
+
+
+TRAIT_SENTENCES = {
+    "machine-translated": "are machine translations (as their own cards say) and may contain translation errors or unnatural Korean",
+    "model-generated": "contain text generated by language models (as their own cards say) and may contain factual mistakes",
+}
+
+
+def card_context(folder: Path, manifest: dict, *, repo_id: str | None = None, pretty_name: str | None = None,
+                 license: str | None = None, view: PublishView | None = None,
+                 contamination: Contamination | None = None) -> dict:
+    """Everything a template may use. Every sentence it feeds is derived from the folder's rows
+    (data/, removed/, checks/) and its manifest; `license` is the publisher's declaration and
+    `view` what a published copy leaves out."""
     import yaml
 
     folder = Path(folder)
-    meta = metadata(folder, manifest, pretty_name=pretty_name)
+    contamination = contamination or read_contamination(folder, manifest)
+    meta = metadata(folder, manifest, pretty_name=pretty_name, license=license, contamination=contamination)
     sources = _sources(manifest)
     records = [s.license for s in sources]
-    contamination = read_contamination(folder, manifest)
+    lic = declared_license(folder, manifest, sources, license)
     steps = []
     removed_totals: dict[str, int] = {}
     for s in manifest.get("steps", []):
@@ -335,22 +448,39 @@ def card_context(folder: Path, manifest: dict, *, repo_id: str | None = None, pr
         })
     default_info = next((c for c in meta["dataset_info"] if c["config_name"] == "default"), None)
     features = default_info["features"] if default_info else [{"name": c, "dtype": "?"} for c in manifest.get("columns", [])]
-    columns = [{"name": f["name"], "dtype": _feature_type(f), "doc": COLUMN_DOCS.get(f["name"], "")} for f in features]
+    summaries = {f["name"]: _value_counts(folder, f["name"]) for f in features if f["name"] in ("task", "source", "license", "type")}
+    columns = [{"name": f["name"], "dtype": _feature_type(f), "doc": _column_doc(f["name"], summaries.get(f["name"]))}
+               for f in features]
     rows = default_info["splits"][0]["num_examples"] if default_info else int(manifest.get("rows") or 0)
     removed_rows = sum(c["splits"][0]["num_examples"] for c in meta["dataset_info"] if c["config_name"] == "removed")
-    commercial = commercial_status(records)
+    by_source = summaries.get("source") or {}
+    commercial = lic["commercial"]
     declared = sorted({r.license for r in records if r and r.license})
     license_warnings = []
     if commercial == "no":
         license_warnings.append("At least one source restricts commercial use: this dataset is for non-commercial research only.")
     elif commercial == "unclear":
         license_warnings.append("At least one source has no clear license or carries model-generated text under its provider's terms: check before commercial use.")
-    if len(declared) > 1:
+    if len(declared) > 1 and lic["basis"] == "sources":
         license_warnings.append(f"The sources declare different licenses ({', '.join(declared)}); every row keeps its source's terms.")
     citations = []
     for r in records:
         if r and r.bibtex and r.bibtex not in citations:
             citations.append(r.bibtex)
+    traits = []
+    for trait, sentence in TRAIT_SENTENCES.items():
+        names = [s.name if s.name == s.license.hub_id else f"{s.name} ({s.license.hub_id})"
+                 for s in sources if s.license and trait in s.license.traits]
+        if names:
+            traits.append(f"Rows from {', '.join(names)} {sentence}.")
+    checks = [{"benchmark": c.benchmark, "rows": c.rows, "covered": c.covered, "unchecked": c.unchecked,
+               "complete": c.complete, "example": c.unchecked_example,
+               "sources": "; ".join(sorted({origin_text(i.get("origin")) for i in c.checks})),
+               "configs": ", ".join(sorted({str(x) for i in c.checks for x in i.get("configs") or []})),
+               "skipped": ", ".join(sorted({str(x) for i in c.checks for x in i.get("skipped_configs") or []})),
+               "local": any((i.get("origin") or {}).get("kind") != "hub" for i in c.checks)}
+              for c in contamination.coverage]
+    step_names = {s.get("name") for s in manifest.get("steps", [])}
     name = meta["pretty_name"]
     return {
         "metadata_yaml": yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=1000),
@@ -368,20 +498,30 @@ def card_context(folder: Path, manifest: dict, *, repo_id: str | None = None, pr
         "removed_rows": removed_rows,
         "rows_in": sum(s.rows for s in sources),
         "sources": sources,
+        "n_sources": len([k for k in by_source if k is not None]) if by_source else len(sources),
+        "rows_per_source": [(k, n) for k, n in by_source.items()][:20],
+        "more_sources": max(0, len(by_source) - 20),
         "steps": steps,
         "removed_totals": dict(sorted(removed_totals.items(), key=lambda kv: -kv[1])),
         "contamination": contamination,
+        "checks": checks,
         "decontam_steps": [{"name": s.get("name"), "params": _params(s.get("params") or {}),
                             "rows_in": int(s.get("rows_in") or 0), "rows_out": int(s.get("rows_out") or 0)}
                            for s in contamination.steps],
         "columns": columns,
         "license": meta["license"],
         "license_name": meta.get("license_name"),
+        "license_basis": lic["basis"],
+        "license_declared": lic["declared"],
+        "license_per_row": [(k if k is not None else "(none)", n) for k, n in (lic["per_row"] or {}).items()],
         "commercial": commercial,
         "license_warnings": license_warnings,
         "citations": citations,
+        "traits": traits,
+        "curated": bool(step_names & {"exact-dedup", "semantic-dedup", "minhash-dedup", "dedup", *DECONTAM_STEPS}),
         "size_category": meta["size_categories"][0],
         "has_removed": removed_rows > 0,
+        "view": view,
     }
 
 
@@ -437,7 +577,8 @@ def resolve_template(manifest: dict, template: str | os.PathLike | None = None) 
 
 
 def render_card(folder: Path, manifest: dict, template: str | os.PathLike | None = None, *,
-                repo_id: str | None = None, pretty_name: str | None = None) -> str:
+                repo_id: str | None = None, pretty_name: str | None = None, license: str | None = None,
+                view: PublishView | None = None, contamination: Contamination | None = None) -> str:
     """Render the full dataset card for `folder` (a CardRenderer for write_dataset_folder)."""
     import jinja2
 
@@ -457,7 +598,8 @@ def render_card(folder: Path, manifest: dict, template: str | os.PathLike | None
     env.filters["cell"] = _cell
     env.filters["num"] = lambda n: f"{int(n):,}"
     try:
-        text = env.get_template(name).render(**card_context(Path(folder), manifest, repo_id=repo_id, pretty_name=pretty_name))
+        text = env.get_template(name).render(**card_context(Path(folder), manifest, repo_id=repo_id, pretty_name=pretty_name, license=license, view=view,
+                                 contamination=contamination))
     except jinja2.TemplateError as exc:
         line = getattr(exc, "lineno", None)
         where_line = f"{getattr(exc, 'filename', None) or name}{f':{line}' if line else ''}"
@@ -561,18 +703,38 @@ def check_folder(folder: str | os.PathLike) -> tuple[Path, dict]:
 
 
 def make_card(folder: str | os.PathLike, *, template: str | None = None, repo_id: str | None = None,
-              pretty_name: str | None = None, write: bool = True) -> CardResult:
-    """Render, validate and (atomically) write OUT/README.md."""
+              pretty_name: str | None = None, write: bool = True, license: str | None = None) -> CardResult:
+    """Render, validate and (atomically) write OUT/README.md.
+
+    `license` is the publisher's declaration for the whole set; when written, it is also
+    recorded in manifest.json (`license`), so every later card of this folder keeps it.
+    """
+    from ..records import output_lock, write_json_atomic, write_text_atomic
+
     folder, manifest = check_folder(folder)
+    if license is not None:
+        license = check_license(license)
+        manifest = {**manifest, "license": license}
     _, name = resolve_template(manifest, template)
-    text = render_card(folder, manifest, template, repo_id=repo_id, pretty_name=pretty_name)
+    contamination = read_contamination(folder, manifest)
+    text = render_card(folder, manifest, template, repo_id=repo_id, pretty_name=pretty_name, contamination=contamination)
     problems = validate_card(text, folder)
     if problems:
         raise KocurateError(f"the rendered card for {folder} is invalid: {problems[0]}; fix the template ({name})")
     path = folder / "README.md"
     if write:
-        tmp = folder / ".README.md.tmp"
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    context = card_context(folder, manifest, repo_id=repo_id, pretty_name=pretty_name)
+        with output_lock(folder):
+            if license is not None:
+                write_json_atomic(folder / "manifest.json", manifest)
+            write_text_atomic(path, text)
+    context = card_context(folder, manifest, repo_id=repo_id, pretty_name=pretty_name, contamination=contamination)
     return CardResult(path, text, name, context, write)
+
+
+def check_license(value: str) -> str:
+    """A --license value: a Hub license id (e.g. cc-by-4.0) or a short name of one's own."""
+    value = (value or "").strip()
+    if not value or len(value) > 64 or not re.match(r"^[A-Za-z0-9][A-Za-z0-9.+_ -]*$", value):
+        raise InputError(f"--license '{value}': expected a Hub license id such as cc-by-4.0, apache-2.0 or cc-by-nc-4.0 "
+                         f"(or a short name of letters, digits, '.', '-', '+')")
+    return value

@@ -2,7 +2,10 @@
 
 Everything that can be checked without the network is checked first (`plan_push`): the folder
 has data, a manifest and a card that validates against its files, the repo id is well formed,
-the decontamination report lists no remaining benchmark matches, and a token exists. Only then
+a folder that went through decontamination holds no row the check did not see (rows added
+later, by fingerprint: records.checks), and a token exists. removed/ is published without
+the rows that matched benchmark items unless asked (they are near copies of test sets); when
+anything is left out, the card uploaded is rendered for exactly what goes. Only then
 does `push` talk to the Hub: create the repo (private by default, idempotent), create the branch
 for `--revision` if needed, and one `create_commit` holding every file, so a failed upload
 leaves the remote exactly as it was. Transient errors (429, 5xx, dropped connections) are
@@ -24,10 +27,21 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import InputError, KocurateError
-from .card import Contamination, check_folder, read_contamination, validate_card
+from .card import (
+    DECONTAM_STEPS,
+    Contamination,
+    PublishView,
+    check_folder,
+    read_contamination,
+    render_card,
+    validate_card,
+)
 
-#: the layout a kocurate folder publishes; anything else in the folder stays local
-PUBLISHED = ("README.md", "manifest.json", "data/*.parquet", "removed/*.parquet")
+#: the layout a kocurate folder publishes; anything else in the folder stays local. checks/
+#: holds the row fingerprints behind the card's contamination claim, so anyone can re-derive it.
+PUBLISHED = ("README.md", "manifest.json", "data/*.parquet", "removed/*.parquet", "checks/*.parquet")
+#: what push does with removed/: publish every row, all but the benchmark-matched ones, or none
+REMOVED_POLICIES = ("all", "no-benchmark", "none")
 DEFAULT_ENDPOINT = "https://huggingface.co"
 TRANSIENT_STATUS = (408, 429, 500, 502, 503, 504)
 #: seconds before the first retry (doubles each time); tests shorten it
@@ -61,10 +75,22 @@ class PushPlan:
     commit_message: str = ""
     token_source: str | None = None
     warnings: list[str] = field(default_factory=list)
+    #: removed rows not published, and why (None: everything in removed/ goes)
+    view: PublishView | None = None
+    #: a temporary folder holding the re-rendered card and filtered removed/ shards
+    staging: Path | None = None
 
     @property
     def total_bytes(self) -> int:
         return sum(f.size for f in self.files)
+
+    def cleanup(self) -> None:
+        """Remove the staging folder (call when the push is done or abandoned)."""
+        if self.staging is not None:
+            import shutil
+
+            shutil.rmtree(self.staging, ignore_errors=True)
+            self.staging = None
 
 
 @dataclass
@@ -105,7 +131,12 @@ def resolve_token(token_file: str | os.PathLike | None = None) -> tuple[str | No
         path = Path(token_file)
         if not path.is_file():
             raise InputError(f"--token-file {path}: no such file; write your Hub token into it (one line) or use HF_TOKEN")
-        token = path.read_text(encoding="utf-8").strip()
+        try:
+            token = path.read_bytes().decode("utf-8-sig").strip()
+        except UnicodeDecodeError:
+            raise InputError(f"--token-file {path}: not UTF-8 text; write the token into it as plain text (one line)") from None
+        except OSError as exc:
+            raise InputError(f"--token-file {path}: cannot read ({exc.strerror}); fix its permissions") from None
         if not token:
             raise InputError(f"--token-file {path}: the file is empty; put your Hub token in it (one line)")
         if "\n" in token or " " in token:
@@ -135,8 +166,18 @@ def plan_push(
     revision: str | None = None,
     create_pr: bool = False,
     commit_message: str | None = None,
+    removed: str = "no-benchmark",
+    license: str | None = None,
 ) -> PushPlan:
-    """Every local check, in the order a user would fix them; no network."""
+    """Every local check, in the order a user would fix them; no network.
+
+    removed: `no-benchmark` (default) publishes removed/ without the rows that matched
+    benchmark items (near copies of test sets), `none` publishes no removed/ at all, `all`
+    everything. When something is left out (or `license` is declared) the card is re-rendered
+    for what is published, in a staging folder, and says what was left out.
+    """
+    if removed not in REMOVED_POLICIES:
+        raise ValueError(f"removed must be one of {REMOVED_POLICIES}")
     folder, manifest = check_folder(folder)
     repo_id = check_repo_id(repo_id)
     endpoint = check_endpoint(endpoint)
@@ -150,25 +191,38 @@ def plan_push(
     if problems:
         raise InputError(f"{readme}: {problems[0]}; refresh it with `kocurate card {folder}`")
 
+    if license is not None:
+        from .card import check_license
+
+        license = check_license(license)
     contamination = read_contamination(folder, manifest)
-    if contamination.remaining and not allow_contaminated:
-        example = ""
-        if contamination.remaining_examples:
-            e = contamination.remaining_examples[0]
-            example = f" (e.g. row {e.get('id')} ~ {e.get('dup_of') or e.get('benchmark_item')})"
+    if contamination.checked and contamination.unchecked and not allow_contaminated:
+        if contamination.unverified:
+            raise InputError(
+                f"{folder}: a decontamination step ran but recorded no fingerprints of the rows it checked, so nothing says "
+                f"the {contamination.rows:,} rows in data/ are clean; run `kocurate decontaminate` on it again, "
+                f"or pass --allow-contaminated to publish anyway"
+            )
+        example = f" (e.g. row {contamination.unchecked_example})" if contamination.unchecked_example else ""
         raise InputError(
-            f"{folder}: the decontamination report still lists {contamination.remaining:,} benchmark matches in data/{example}; "
-            f"remove them with `kocurate decontaminate`, or pass --allow-contaminated to publish anyway"
+            f"{folder}: {contamination.unchecked:,} of {contamination.rows:,} rows in data/ were never checked against "
+            f"{contamination.benchmarks}{example}: they entered after the decontamination step; run `kocurate decontaminate` "
+            f"on this folder again, or pass --allow-contaminated to publish anyway"
         )
 
+    view, staging = _stage(folder, manifest, contamination, removed, license, repo_id)
     files, skipped = [], []
     published: set[Path] = set()
     for pattern in PUBLISHED:
-        for path in sorted(folder.glob(pattern)):
+        staged = staging is not None and (pattern == "README.md" or pattern.startswith("removed/"))
+        root = staging if staged else folder
+        for path in sorted(root.glob(pattern)):
             if path.is_file():
-                published.add(path)
-                files.append(PlannedFile(path.relative_to(folder).as_posix(), path, path.stat().st_size))
+                published.add(folder / path.relative_to(root))
+                files.append(PlannedFile(path.relative_to(root).as_posix(), path, path.stat().st_size))
     for path in sorted(folder.rglob("*")):
+        if staging is not None and path.parent == folder / "removed":
+            continue  # rows left out of removed/ are reported by the view, not as stray files
         if path.is_file() and path not in published:
             skipped.append(path.relative_to(folder).as_posix())
 
@@ -176,18 +230,84 @@ def plan_push(
 
     rows = sum(pq.read_metadata(f.local).num_rows for f in files if f.path_in_repo.startswith("data/"))
     if rows == 0:
+        if staging is not None:
+            import shutil
+
+            shutil.rmtree(staging, ignore_errors=True)
         raise InputError(f"{folder}: data/ holds 0 rows; there is nothing to publish")
     warnings = []
     if not contamination.checked:
         warnings.append("no decontamination step ran on this data; the card says so")
-    elif contamination.remaining:
-        warnings.append(f"publishing with {contamination.remaining:,} benchmark matches still in data/ (--allow-contaminated)")
-    text = readme.read_text(encoding="utf-8")
+    elif contamination.unchecked:
+        warnings.append(f"publishing with {contamination.unchecked:,} rows never checked for benchmark contamination (--allow-contaminated)")
+    if view is not None and view.left_out:
+        if view.what == "all":
+            warnings.append(f"removed/ ({view.left_out:,} rows) is not published (--exclude-removed); the card says so")
+        else:
+            warnings.append(f"removed/: {view.left_out:,} benchmark-matched rows are left out (near copies of test sets; "
+                            f"--include-benchmark-matches publishes them); the card says so")
+    if staging is not None:
+        warnings.append("README.md is re-rendered for what is published (the local card is left as it is)")
+    text = (staging / "README.md" if staging is not None else readme).read_text(encoding="utf-8")
     if repo_id not in text:
         warnings.append(f"the card's load example does not name {repo_id}; `kocurate card {folder} --repo-id {repo_id}` fixes it")
     message = commit_message or f"Upload {folder.name} ({rows:,} rows) with kocurate"
     return PushPlan(folder, repo_id, files, skipped, contamination, rows, endpoint, private, revision, create_pr,
-                    message, warnings=warnings)
+                    message, warnings=warnings, view=view, staging=staging)
+
+
+def _stage(folder: Path, manifest: dict, contamination: Contamination, removed: str, license: str | None,
+           repo_id: str) -> tuple[PublishView | None, Path | None]:
+    """When the published copy differs from the folder (rows left out of removed/, a declared
+    license), build it in a temporary folder: data/, checks/ and manifest.json linked, removed/
+    filtered, README.md rendered for exactly those files. Nothing to change: (view, None)."""
+    import tempfile
+
+    import polars as pl
+    import pyarrow.parquet as pq
+
+    from ..records import read_removed, removed_files
+    from ..records.folder import write_split
+
+    all_removed = sum(pq.read_metadata(f).num_rows for f in removed_files(folder))
+    keep = None
+    view = None
+    if removed == "none" and all_removed:
+        view = PublishView(all_removed, "all", dict(contamination.by_benchmark))
+        keep = pl.DataFrame()
+    elif removed == "no-benchmark" and all_removed:
+        rows = read_removed(folder)
+        if "step" in rows.columns:
+            steps = set(DECONTAM_STEPS) | {str(c.get("step")) for cov in contamination.coverage for c in cov.checks}
+            matched = pl.col("step").cast(pl.String).str.to_lowercase().is_in(sorted(steps)).fill_null(False)
+            left = rows.filter(matched)
+            if left.height:
+                keep = rows.filter(~matched)
+                view = PublishView(left.height, "benchmark", dict(contamination.by_benchmark))
+    if view is None and license is None:
+        return None, None
+    staging = Path(tempfile.mkdtemp(prefix="kocurate-push-"))
+    try:
+        for name in ("data", "checks", "manifest.json"):
+            if (folder / name).exists():
+                (staging / name).symlink_to((folder / name).resolve())
+        if keep is None:
+            if (folder / "removed").exists():
+                (staging / "removed").symlink_to((folder / "removed").resolve())
+        elif keep.height:
+            write_split(staging / "removed", keep)
+        text = render_card(staging, manifest, repo_id=repo_id, pretty_name=folder.name, license=license, view=view,
+                           contamination=contamination)
+        problems = validate_card(text, staging)
+        if problems:
+            raise KocurateError(f"the card rendered for the published files is invalid: {problems[0]}")
+        (staging / "README.md").write_text(text, encoding="utf-8")
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return view, staging
 
 
 def _status(exc: BaseException) -> int | None:

@@ -11,6 +11,7 @@ its licensing section. A source not listed here is "unknown" and the card says s
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 
@@ -26,6 +27,9 @@ class SourceLicense:
     bibtex: str = ""
     #: licenses of the parts the source was built from, when its card lists them
     components: dict[str, str] = field(default_factory=dict)
+    #: what the source's own card says about how its text was made: "machine-translated",
+    #: "model-generated" (the card's limitations name a trait only when a source has it)
+    traits: tuple[str, ...] = ()
 
 
 _PLATYPUS_BIB = """@article{platypus2023,
@@ -69,6 +73,7 @@ LICENSES: dict[str, SourceLicense] = {
             "https://huggingface.co/datasets/garage-bAInd/Open-Platypus",
             _PLATYPUS_BIB,
             _OPEN_PLATYPUS_PARTS,
+            traits=('model-generated',),
         ),
         SourceLicense(
             "kyujinpy/KOpen-platypus",
@@ -79,6 +84,7 @@ LICENSES: dict[str, SourceLicense] = {
             "https://huggingface.co/datasets/kyujinpy/KOpen-platypus",
             _PLATYPUS_BIB,
             _OPEN_PLATYPUS_PARTS,
+            traits=('machine-translated', 'model-generated'),
         ),
         SourceLicense(
             "beomi/KoAlpaca-v1.1a",
@@ -93,6 +99,7 @@ LICENSES: dict[str, SourceLicense] = {
   year         = {2023},
   howpublished = {\\url{https://github.com/Beomi/KoAlpaca}}
 }""",
+            traits=('model-generated',),
         ),
         SourceLicense(
             "nlpai-lab/kullm-v2",
@@ -108,6 +115,7 @@ LICENSES: dict[str, SourceLicense] = {
   howpublished = {\\url{https://github.com/nlpai-lab/kullm}}
 }""",
             {"GPT4All": "OpenAI-generated (OpenAI terms)", "Dolly": "CC BY-SA 3.0", "Vicuna/ShareGPT": "OpenAI terms"},
+            traits=('machine-translated', 'model-generated'),
         ),
         SourceLicense(
             "heegyu/OIG-small-chip2-ko",
@@ -121,6 +129,7 @@ LICENSES: dict[str, SourceLicense] = {
   year         = {2023},
   howpublished = {\\url{https://huggingface.co/datasets/laion/OIG}}
 }""",
+            traits=('machine-translated',),
         ),
         SourceLicense(
             "kaist-ai/CoT-Collection",
@@ -130,6 +139,7 @@ LICENSES: dict[str, SourceLicense] = {
             "non-commercial use only and subject to OpenAI's terms for the generated rationales.",
             "https://huggingface.co/datasets/kaist-ai/CoT-Collection",
             _COT_CITATION,
+            traits=('model-generated',),
         ),
         SourceLicense(
             "kaist-ai/Multilingual-CoT-Collection",
@@ -139,6 +149,7 @@ LICENSES: dict[str, SourceLicense] = {
             "(OpenAI-generated rationales).",
             "https://huggingface.co/datasets/kaist-ai/Multilingual-CoT-Collection",
             _COT_CITATION,
+            traits=('machine-translated', 'model-generated'),
         ),
         SourceLicense(
             "DILAB-HYU/KoQuality",
@@ -153,6 +164,7 @@ LICENSES: dict[str, SourceLicense] = {
   booktitle = {Proceedings of the 35th Annual Conference on Human and Cognitive Language Technology (HCLT 2023)},
   year      = {2023}
 }""",
+            traits=('machine-translated', 'model-generated'),
         ),
     ]
 }
@@ -202,3 +214,36 @@ def commercial_status(records: list[SourceLicense | None]) -> str:
     if "unclear" in states or not states:
         return "unclear"
     return "yes"
+
+
+#: Hub license ids a card may declare as they are (others become `other` with a license_name)
+HUB_LICENSE_IDS = frozenset({
+    "apache-2.0", "mit", "afl-3.0", "artistic-2.0", "bsl-1.0", "bsd", "bsd-2-clause", "bsd-3-clause", "cc", "cc0-1.0",
+    "cc-by-2.0", "cc-by-2.5", "cc-by-3.0", "cc-by-4.0", "cc-by-sa-3.0", "cc-by-sa-4.0", "cc-by-nc-2.0", "cc-by-nc-3.0",
+    "cc-by-nc-4.0", "cc-by-nd-4.0", "cc-by-nc-nd-3.0", "cc-by-nc-nd-4.0", "cc-by-nc-sa-2.0", "cc-by-nc-sa-3.0",
+    "cc-by-nc-sa-4.0", "cdla-sharing-1.0", "cdla-permissive-1.0", "cdla-permissive-2.0", "odc-by", "odbl", "pddl",
+    "openrail", "gpl-2.0", "gpl-3.0", "lgpl-3.0", "agpl-3.0", "mpl-2.0", "unlicense", "llama2", "llama3", "gemma",
+    "c-uda", "other", "unknown",
+})
+_PERMISSIVE = ("apache-2.0", "mit", "bsd", "cc0-1.0", "cc-by-2.0", "cc-by-2.5", "cc-by-3.0", "cc-by-4.0", "cc-by-sa-3.0",
+               "cc-by-sa-4.0", "odc-by", "odbl", "pddl", "unlicense", "cdla-permissive-1.0", "cdla-permissive-2.0", "afl-3.0",
+               "bsl-1.0", "artistic-2.0", "mpl-2.0")
+
+
+def hub_license(value: str) -> tuple[str, str | None]:
+    """A declared license as the card's (`license`, `license_name`): a Hub id as it is, else other."""
+    value = value.strip()
+    lowered = value.lower()
+    if lowered in HUB_LICENSE_IDS:
+        return lowered, None
+    return "other", re.sub(r"[^a-z0-9.+-]+", "-", lowered).strip("-") or "custom"
+
+
+def license_commercial(license_id: str | None) -> str:
+    """"no" for a non-commercial license, "yes" for a permissive one, else "unclear"."""
+    lowered = (license_id or "").lower()
+    if "-nc" in lowered or "noncommercial" in lowered or "non-commercial" in lowered:
+        return "no"
+    if lowered.startswith(_PERMISSIVE):
+        return "yes"
+    return "unclear"

@@ -1,7 +1,33 @@
 """Canonical records: schema, presets, loading, and dataset folders in Hub layout."""
 
-from .folder import check_output, hub_configs_yaml, minimal_card, set_default_card_renderer, write_dataset_folder
-from .load import InputInfo, Loaded, data_files, file_sha256, files_fingerprint, load_records, looks_like_hub_id, read_table, to_canonical
+from .checks import Check, Coverage, coverage, new_check, read_checks, row_hashes
+from .folder import (
+    check_output,
+    fill_dataset_folder,
+    hub_configs,
+    hub_configs_yaml,
+    minimal_card,
+    output_guard,
+    output_lock,
+    read_removed,
+    recover,
+    removed_files,
+    write_bytes_atomic,
+    write_dataset_folder,
+    write_json_atomic,
+    write_text_atomic,
+)
+from .load import (
+    InputInfo,
+    Loaded,
+    data_files,
+    file_sha256,
+    files_fingerprint,
+    load_records,
+    looks_like_hub_id,
+    read_table,
+    to_canonical,
+)
 from .manifest import Manifest, StepRecord, read_manifest
 from .presets import PRESETS, Preset, get_preset, parse_mapping
 from .schema import (
@@ -16,9 +42,48 @@ from .schema import (
 )
 
 __all__ = [
-    "CANONICAL", "OPTIONAL", "PRESETS", "REMOVAL", "REQUIRED_TEXT", "InputInfo", "Loaded", "Manifest",
-    "Preset", "StepRecord", "canonical_order", "check_output", "concat_removed", "data_files",
-    "empty_removed", "file_sha256", "files_fingerprint", "get_preset", "hub_configs_yaml", "load_records", "looks_like_hub_id",
-    "minimal_card", "parse_mapping", "set_default_card_renderer", "read_manifest", "read_table", "removal_frame", "to_canonical",
+    "CANONICAL",
+    "OPTIONAL",
+    "PRESETS",
+    "REMOVAL",
+    "REQUIRED_TEXT",
+    "Check",
+    "Coverage",
+    "InputInfo",
+    "Loaded",
+    "Manifest",
+    "Preset",
+    "StepRecord",
+    "canonical_order",
+    "check_output",
+    "concat_removed",
+    "coverage",
+    "data_files",
+    "empty_removed",
+    "file_sha256",
+    "files_fingerprint",
+    "fill_dataset_folder",
+    "get_preset",
+    "hub_configs",
+    "hub_configs_yaml",
+    "load_records",
+    "looks_like_hub_id",
+    "minimal_card",
+    "new_check",
+    "output_guard",
+    "output_lock",
+    "parse_mapping",
+    "read_checks",
+    "read_manifest",
+    "read_removed",
+    "read_table",
+    "recover",
+    "removal_frame",
+    "removed_files",
+    "row_hashes",
+    "to_canonical",
+    "write_bytes_atomic",
     "write_dataset_folder",
+    "write_json_atomic",
+    "write_text_atomic",
 ]

@@ -71,6 +71,16 @@ def _read_local(data_dir: Path, config: str, split: str) -> list[dict]:
     return rows
 
 
+def origin(data_dir: str | Path | None = None) -> dict:
+    """Where KoBEST rows come from, for the record: a local folder (not the benchmark as
+    published) or the Hub dataset at the commit the local Hub cache (or the Hub) names."""
+    if data_dir is not None:
+        return {"kind": "local-folder", "path": str(Path(data_dir).resolve()), "hub_id": HUB_ID}
+    from .load import hub_commit
+
+    return {"kind": "hub", "path": HUB_ID, "commit": hub_commit(HUB_ID)}
+
+
 def _read_hub(config: str, split: str) -> list[dict]:
     import datasets
 

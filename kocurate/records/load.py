@@ -31,6 +31,10 @@ class InputInfo:
     preset: str | None = None
     mapping: dict[str, str] = field(default_factory=dict)
     split: str | None = None
+    #: Hub inputs: the revision asked for (None: the default branch) and the commit it resolved
+    #: to, or "unresolved" when neither the local Hub cache nor the Hub could say
+    revision: str | None = None
+    commit: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -57,24 +61,32 @@ def load_records(
     mapping: dict[str, str] | None = None,
     split: str = "train",
     require: tuple[str, ...] = REQUIRED_TEXT,
+    revision: str | None = None,
 ) -> Loaded:
     """Load `source` and map it onto the canonical columns.
 
     `preset` names a known dataset's mapping; `mapping` ({canonical: column}) overrides it.
-    A Hub id whose preset is known gets that preset without asking.
+    A Hub id whose preset is known gets that preset without asking. `revision` (a branch, tag
+    or commit) applies to Hub ids; the commit it resolves to is recorded.
     """
     source = str(source)
     mapping = dict(mapping or {})
     path = Path(source)
     manifest = None
+    commit = None
+    if revision is not None and not looks_like_hub_id(source):
+        raise InputError(f"--revision {revision}: applies to Hub ids only, and {source} is a local path; drop --revision")
     if path.is_dir():
         raw, fingerprint, manifest = _read_folder(path)
         kind, name = "folder", path.name
     elif path.is_file():
         raw = read_table(path)
+        if not raw.height:
+            raise InputError(f"{path}: no rows (a header or an empty list only); nothing to load")
         fingerprint, kind, name = file_sha256(path), "file", path.stem
     elif looks_like_hub_id(source):
-        raw, fingerprint = _read_hub(source, split)
+        raw, commit = read_hub(source, split, revision)
+        fingerprint = f"hub:{source}@{commit}"
         kind, name = "hub", source
         if preset is None and (known := preset_for_hub_id(source)):
             preset = known.name
@@ -86,7 +98,7 @@ def load_records(
                          mapping=mapping, require=require)
     info = InputInfo(name=name, kind=kind, path=source, fingerprint=fingerprint, rows=frame.height,
                      preset=chosen.name if chosen else None, mapping=mapping,
-                     split=split if kind == "hub" else None)
+                     split=split if kind == "hub" else None, revision=revision if kind == "hub" else None, commit=commit)
     return Loaded(frame=frame, info=info, manifest=manifest)
 
 
@@ -139,7 +151,9 @@ def to_canonical(
                 f"pass --map {key}=COLUMN or --preset NAME"
             )
     text = [c for c in ("instruction", "input", "output", "source", *OPTIONAL) if c in frame.columns]
+    _check_text_columns(frame, text, where, wanted)
     frame = frame.with_columns([pl.col(c).cast(pl.String) for c in text])
+    _check_nul(frame, text, where)
     if "input" not in frame.columns:
         frame = frame.with_columns(pl.lit("", dtype=pl.String).alias("input"))
     if "source" not in frame.columns:
@@ -147,6 +161,46 @@ def to_canonical(
     frame = frame.with_columns(pl.col("input").fill_null(""), pl.col("source").fill_null(name))
     frame = _with_ids(frame, where=where, name=name)
     return canonical_order(frame)
+
+
+def _kind_of(dtype) -> str | None:
+    """What a non-text column holds, in words; None for text or a scalar that reads as text."""
+    if isinstance(dtype, pl.Struct):
+        return "objects (structs)"
+    if isinstance(dtype, (pl.List, pl.Array)):
+        return "lists"
+    if dtype == pl.Binary:
+        return "binary values"
+    if dtype == pl.Object:
+        return "Python objects"
+    return None
+
+
+def _check_text_columns(frame: pl.DataFrame, columns: list[str], where: str, wanted: dict[str, str]) -> None:
+    """Refuse a text column that holds lists, structs or bytes (they would become text like `{1}`)."""
+    for column in columns:
+        kind = _kind_of(frame.schema[column])
+        if kind is None:
+            continue
+        rows = frame.select(pl.col(column).is_not_null().arg_true().first()).item()
+        row = f" (row {rows + 1})" if rows is not None else ""
+        origin = wanted.get(column, column)
+        named = f"'{column}'" if origin == column else f"'{column}' (from column '{origin}')"
+        raise InputError(
+            f"{where}: column {named} holds {kind}, not text{row}; map a text column with --map {column}=COLUMN, "
+            f"or convert that column to text first"
+        )
+
+
+def _check_nul(frame: pl.DataFrame, columns: list[str], where: str) -> None:
+    """Refuse NUL characters in text (a JSON lone surrogate such as \\ud800 is read as NUL)."""
+    for column in columns:
+        row = frame.select(pl.col(column).str.contains("\x00", literal=True).arg_true().first()).item()
+        if row is not None:
+            raise InputError(
+                f"{where}: row {row + 1}, column '{column}' contains a NUL character (in JSON often a lone surrogate "
+                f"escape such as \\ud800, which is not text); fix or delete that row"
+            )
 
 
 def _with_ids(frame: pl.DataFrame, *, where: str, name: str) -> pl.DataFrame:
@@ -213,6 +267,8 @@ def read_table(path: Path) -> pl.DataFrame:
                 rows = json.loads(text)
             except json.JSONDecodeError as exc:
                 raise InputError(f"{path}:{exc.lineno}: malformed JSON ({exc.msg} at column {exc.colno}); fix that line") from None
+            if isinstance(rows, list) and all(isinstance(r, dict) for r in rows):
+                _check_json_rows(path, [(n + 1, r) for n, r in enumerate(rows)])
             return _rows_to_frame(path, rows)
         # Many ".json" files on the Hub are JSON Lines.
     return _read_jsonl(path, data, text)
@@ -230,13 +286,41 @@ def _decode_utf8(path: Path, data: bytes) -> str:
         ) from None
 
 
+_NESTED = re.compile(rb'"\s*:\s*[\[{]')
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _check_json_rows(path: Path, rows: list[tuple[int, dict]]) -> None:
+    """A key whose values are text in some rows and objects/lists in others is refused, naming
+    the row (polars would silently turn the object into text); so is a lone surrogate."""
+    first_text: dict[str, int] = {}
+    first_nested: dict[str, tuple[int, str]] = {}
+    for number, row in rows:
+        for key, value in row.items():
+            if isinstance(value, str):
+                if _SURROGATE.search(value):
+                    raise InputError(f"{path}:{number}: '{key}' holds a lone surrogate escape (e.g. \\ud800), which is not text; "
+                                     f"fix or delete that line")
+                first_text.setdefault(key, number)
+            elif isinstance(value, (dict, list)):
+                first_nested.setdefault(key, (number, "an object" if isinstance(value, dict) else "a list"))
+    for key, (number, kind) in first_nested.items():
+        if key in first_text:
+            raise InputError(f"{path}:{number}: '{key}' holds {kind} where line {first_text[key]} holds text; "
+                             f"make '{key}' text on every line (or drop that line)")
+
+
 def _read_jsonl(path: Path, data: bytes, text: str) -> pl.DataFrame:
     if not text.strip():
         raise InputError(f"{path}: empty file (no rows); nothing to load")
     try:
         frame = pl.read_ndjson(data, infer_schema_length=None)
         if frame.height or not text.strip():
+            if _NESTED.search(data):  # objects or lists somewhere: check the rows polars may have flattened
+                _check_json_rows(path, [(n, json.loads(line)) for n, line in enumerate(text.splitlines(), 1) if line.strip()])
             return frame
+    except InputError:
+        raise
     except Exception:
         pass
     # Slow path: find the line at fault so the error can name it.
@@ -253,7 +337,12 @@ def _read_jsonl(path: Path, data: bytes, text: str) -> pl.DataFrame:
         if not isinstance(row, dict):
             raise InputError(f"{path}:{number}: expected a JSON object per line, found {type(row).__name__}")
         rows.append(row)
+    _check_json_rows(path, [(n, r) for n, r in zip(_numbers(text), rows)])
     return _rows_to_frame(path, rows)
+
+
+def _numbers(text: str) -> list[int]:
+    return [n for n, line in enumerate(text.splitlines(), 1) if line.strip()]
 
 
 def _rows_to_frame(path: Path, rows) -> pl.DataFrame:
@@ -293,16 +382,54 @@ def files_fingerprint(files: list[Path]) -> str:
     return "sha256:" + digest.hexdigest()
 
 
-def _read_hub(hub_id: str, split: str) -> tuple[pl.DataFrame, str]:
+class HubLoadError(InputError):
+    """A Hub dataset could not be loaded; `cause` is the first line of what `datasets` said."""
+
+    def __init__(self, message: str, cause: str):
+        super().__init__(message)
+        self.cause = cause
+
+
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+
+
+def hub_commit(hub_id: str, revision: str | None = None) -> str:
+    """The commit a Hub dataset's `revision` (default branch when None) resolves to, or "unresolved".
+
+    Offline first: the huggingface_hub cache records each ref it downloaded (refs/NAME holds the
+    commit). Only when that says nothing and the Hub is not offline does it ask the Hub.
+    """
+    if revision and _COMMIT.match(revision):
+        return revision
+    try:
+        from huggingface_hub import constants
+
+        ref = Path(constants.HF_HUB_CACHE) / f"datasets--{hub_id.replace('/', '--')}" / "refs" / (revision or "main")
+        if ref.is_file():
+            commit = ref.read_text(encoding="ascii").strip()
+            if _COMMIT.match(commit):
+                return commit
+        if constants.HF_HUB_OFFLINE:
+            return "unresolved"
+        from huggingface_hub import HfApi
+
+        sha = HfApi().dataset_info(hub_id, revision=revision).sha
+        return sha or "unresolved"
+    except Exception:  # no cache entry, no network, unknown repo: say so rather than guess
+        return "unresolved"
+
+
+def read_hub(hub_id: str, split: str = "train", revision: str | None = None) -> tuple[pl.DataFrame, str]:
+    """Rows of one split of a Hub dataset, and the commit they came from (or "unresolved")."""
     import datasets  # heavy: only when a Hub id is asked for
 
     try:
-        ds = datasets.load_dataset(hub_id, split=split)
+        ds = datasets.load_dataset(hub_id, split=split, revision=revision)
     except Exception as exc:
-        raise InputError(
-            f"{hub_id}: could not load from the Hugging Face Hub ({first_line(exc)}); offline or unknown? "
-            f"download it once (e.g. `hf download --repo-type dataset {hub_id} --local-dir DIR`) and pass the local path"
+        at = f" at revision {revision}" if revision else ""
+        raise HubLoadError(
+            f"{hub_id}{at}: could not load from the Hugging Face Hub ({first_line(exc)}); offline or unknown? "
+            f"download it once (e.g. `hf download --repo-type dataset {hub_id} --local-dir DIR`) and pass the local path",
+            first_line(exc, 160),
         ) from None
-    revision = getattr(ds.info, "version", None)
-    fingerprint = f"hub:{hub_id}@{ds._fingerprint}" if hasattr(ds, "_fingerprint") else f"hub:{hub_id}@{revision}"
-    return pl.from_arrow(ds.data.table), fingerprint
+    return pl.from_arrow(ds.data.table), hub_commit(hub_id, revision)

@@ -45,6 +45,8 @@ class Manifest:
     recipe: str | None = None
     #: provenance of the inputs' own folders (their manifests), so history is never lost
     parents: list[dict] = field(default_factory=list)
+    #: benchmark checks whose row fingerprints cover rows of data/ (see records.checks)
+    checks: list[dict] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         # Fixed once, so manifest.json and the card rendered from it agree.
@@ -66,6 +68,18 @@ def read_manifest(folder: str | Path) -> dict | None:
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        value = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+                         f"rebuild the folder, or delete manifest.json to read data/ without its history") from None
     except json.JSONDecodeError as exc:
         raise InputError(f"{path}:{exc.lineno}: malformed manifest ({exc.msg}); rebuild the folder") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror}); fix its permissions") from None
+    if not isinstance(value, dict):
+        raise InputError(f"{path}: a manifest is a JSON object, this holds a {type(value).__name__}; "
+                         f"rebuild the folder, or delete manifest.json to read data/ without its history")
+    for key in ("inputs", "steps", "checks", "parents"):
+        if key in value and not isinstance(value[key], list):
+            raise InputError(f"{path}: `{key}` must be a list, found {type(value[key]).__name__}; rebuild the folder")
+    return value

@@ -1,0 +1,47 @@
+"""The one text normalisation every step compares, hashes and embeds with.
+
+`normalize_text` is what "the same text" means in kocurate: exact dedup keys, the embedding
+cache key, MinHash shingles, decontamination overlap and `inspect`'s duplicate count all go
+through it, so two steps never disagree on whether two strings are equal (and a vector cached by
+`dedup` is found again by `select`).
+
+Rules, in this order:
+
+1. zero-width characters are dropped (ZWSP U+200B, ZWNJ U+200C, ZWJ U+200D, word joiner U+2060,
+   BOM U+FEFF, soft hyphen U+00AD) -- before NFKC, so that a character split by one of them
+   composes like the unsplit text does;
+2. Unicode NFKC (full-width Latin and digits, compatibility jamo, ligatures fold to their plain
+   forms; decomposed Hangul composes);
+3. every run of whitespace (any Unicode space, tab or line break) becomes one space, and the
+   ends are stripped.
+
+Case is kept (Korean has none; callers that want case-folding add it). The function is
+idempotent: ``normalize_text(normalize_text(t)) == normalize_text(t)``.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+ZERO_WIDTH = re.compile(r"[\u200b\u200c\u200d\u2060\ufeff\u00ad]")
+SPACES = re.compile(r"\s+")
+
+
+def normalize_text(text: str | None) -> str:
+    """Zero-width characters dropped, NFKC, whitespace folded to single spaces, stripped."""
+    if not text:
+        return ""
+    if not isinstance(text, str):
+        text = str(text)
+    text = ZERO_WIDTH.sub("", text)
+    text = unicodedata.normalize("NFKC", text)
+    return SPACES.sub(" ", text).strip()
+
+
+def join_columns(values, separator: str = " ") -> str:
+    """`values` (None counts as empty) joined by `separator` and normalised: the text of a row."""
+    return normalize_text(separator.join("" if v is None else str(v) for v in values))
+
+
+__all__ = ["SPACES", "ZERO_WIDTH", "join_columns", "normalize_text"]
