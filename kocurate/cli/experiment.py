@@ -1,90 +1,129 @@
-"""`kocurate train-eval`: what did the curation do to the model?"""
+"""`kocurate train-eval`: what did the curation do to the model?
+
+The options are generated from ExperimentConfig, TrainConfig and EvalConfig (one field, one flag);
+this module parses, calls `kocurate.experiment` and renders.
+"""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import click
 from rich.table import Table
 
+from ..evaluate import EvalConfig
+from ..experiment.config import ExperimentConfig, option_layout
+from ..train import TrainConfig
+from .options import config_file_option, config_options
 from .render import console
 
+_TRAIN_EXCLUDE, _EVAL_EXCLUDE, _EVAL_RENAME = option_layout()
 
-def _ints(text: str) -> list[int]:
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise click.BadParameter(f"'{text}' is not a comma-separated list of integers") from None
+EPILOG = """\b
+Example (KoQuality's claim, with the control its paper lacked):
+  kocurate train-eval --model EleutherAI/polyglot-ko-1.3b \\
+    --arm full=out/clean --arm kq-1pct=out/koquality-1pct \\
+    --arm random=random:kq-1pct:full --seeds 1,2,3 --shots 0,5 -o out/report
+
+\b
+--config experiment.yaml holds the same settings; flags given on the command line win:
+  model: EleutherAI/polyglot-ko-1.3b
+  arms: [full=out/clean, kq-1pct=out/koquality-1pct, random=random:kq-1pct:full]
+  seeds: [1, 2, 3]
+  output: out/report
+  train:      {method: lora, lora_r: 16, grad_accum: 4, template: koalpaca}   # any `kocurate train` setting
+  evaluate:   {tasks: kobest, shots: [0, 5], batch_size: 32}                  # any `kocurate evaluate` setting
+
+\b
+Writes to OUT: report.md, report.html (self-contained) and report.json. The verdict comes first,
+one sentence per claim: each curated arm against the full set and against its random controls,
+and every data arm against the base model, per shot count for the KoBEST average, with a paired
+bootstrap 95% interval (test examples and seeds resampled), Holm's correction over the claims, and
+the smallest difference the experiment could detect (80% power). Then score tables, per-task
+differences, cost (rows, tokens, seconds, curation cost) and how each arm's data was made.
+Library warnings go to OUT/train-eval.log. Rerunning into OUT reuses finished adapters and scores.
+"""
 
 
-@click.command("train-eval")
-@click.option("--base", required=True, help="Base model: Hub id or local folder (e.g. EleutherAI/polyglot-ko-1.3b).")
-@click.option("--arm", "arms", multiple=True, required=True, metavar="NAME=DATA",
-              help="A data arm: NAME=FOLDER|FILE|HUB_ID, or a random control NAME=random:SIZE_ARM[:POOL_ARM]. Repeat. "
+@click.command("train-eval", epilog=EPILOG)
+@click.option("--arm", "arms", multiple=True, metavar="NAME=DATA",
+              help="A data arm: NAME=FOLDER|FILE|HUB_ID, or a random control NAME=random:SIZE_ARM[:POOL_ARM] (a fresh "
+                   "draw of SIZE_ARM's row count from POOL_ARM, default the largest arm, per training seed). Repeat. "
                    "The base model without an adapter is always an arm.")
-@click.option("-o", "--output", "output_dir", required=True, type=click.Path(path_type=Path),
-              help="Report folder; rerunning with the same folder reuses finished adapters and scores.")
-@click.option("--method", type=click.Choice(["lora", "ia3"]), default="lora", show_default=True)
-@click.option("--tasks", default="kobest_boolq,kobest_copa,kobest_hellaswag,kobest_sentineg,kobest_wic", show_default=True)
-@click.option("--shots", default="0,5", show_default=True, help="Few-shot counts, comma-separated.")
-@click.option("--seeds", default="1", show_default=True, help="Training seeds, comma-separated; intervals then cover seed variance too.")
-@click.option("--protocol", type=click.Choice(["harness", "polyglot"]), default="harness", show_default=True)
-@click.option("--data-dir", default=None, help="KoBEST data in the Hub's layout ({config}/{split}.jsonl); default: skt/kobest_v1.")
-@click.option("--limit", type=int, default=None, help="Score only the first N test examples per task (quick looks).")
-@click.option("--template", default="koalpaca", show_default=True, help="Prompt template for training.")
-@click.option("--max-steps", type=int, default=None, help="Stop training each adapter after N optimizer steps.")
-@click.option("--epochs", type=float, default=1.0, show_default=True)
-@click.option("--batch-size", type=int, default=4, show_default=True)
-@click.option("--learning-rate", type=float, default=None, help="Default: the trainer's per method (LoRA 3e-4, IA3 3e-3).")
-@click.option("--max-length", type=int, default=512, show_default=True)
-@click.option("--eval-batch-size", default="auto", show_default=True)
-@click.option("--metric", type=click.Choice(["f1", "acc"]), default="f1", show_default=True, help="Macro F1 is what the seeds' tables report.")
-@click.option("--bootstrap", type=int, default=1000, show_default=True, help="Paired bootstrap resamples for the confidence intervals.")
-def train_eval_cmd(**options):
-    """Train an adapter per data arm, score every arm on KoBEST, and compare them fairly.
-
-    \b
-    Example (KoQuality's claim, with the control its paper lacked):
-      kocurate train-eval --base EleutherAI/polyglot-ko-1.3b \\
-        --arm full=out/clean --arm koquality=out/koquality-1pct \\
-        --arm random=random:koquality:full --seeds 1,2,3 -o out/report
-
-    Writes report.md, report.html (with plots) and report.json: each arm's score per task and
-    shot count, its difference to the base model and to its random control with a paired
-    bootstrap 95% interval, training cost, and how each arm's data was made.
-    """
-    from transformers.utils import logging as hf_logging
-
-    from ..experiment import TrainEvalConfig, run_experiment, write_report
+@config_file_option
+@config_options(ExperimentConfig, exclude=("arms", "train", "evaluate"))
+@config_options(TrainConfig, exclude=_TRAIN_EXCLUDE, prefix="train_")
+@config_options(EvalConfig, exclude=_EVAL_EXCLUDE, rename=_EVAL_RENAME, prefix="eval_")
+def train_eval_cmd(arms, config_file, **flags):
+    """Train an adapter per data arm and seed, score every arm on KoBEST, and state the verdict."""
+    from ..experiment import run_experiment, write_report
+    from ..experiment.config import build_config
     from ..experiment.report import arm_score
+    from ..experiment.runner import LOG_FILE
+    from ..experiment.verdict import AVERAGE, average_name
 
-    # One line per unit of work is enough; the per-load bars and deprecation notes drown it.
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    config = build_config(config_file, arms, flags)
+    try:
+        result = run_experiment(config, log=_log, progress=_Progress())
+    finally:
+        _Progress.stop()
+    out = config.output
+    data = write_report(result, out)
 
-    config = TrainEvalConfig(
-        base=options["base"], arms=list(options["arms"]), output_dir=options["output_dir"], method=options["method"],
-        tasks=[t.strip() for t in options["tasks"].split(",") if t.strip()], shots=_ints(options["shots"]),
-        seeds=_ints(options["seeds"]), protocol=options["protocol"], data_dir=options["data_dir"], limit=options["limit"],
-        template=options["template"], max_steps=options["max_steps"], epochs=options["epochs"],
-        batch_size=options["batch_size"], learning_rate=options["learning_rate"], max_length=options["max_length"],
-        eval_batch_size=options["eval_batch_size"], metric=options["metric"], bootstrap=options["bootstrap"],
-    )
-    result = run_experiment(config, log=lambda line: console.print(f"[dim]{line}[/]", soft_wrap=True))
-    data = write_report(result, Path(config.output_dir))
-
-    table = Table(title=f"{config.metric} by arm (mean over seeds)", title_justify="left")
+    console.print("\n[bold]Verdict[/]")
+    for sentence in data["headline"]:
+        console.print(f"  • {sentence}", soft_wrap=False)
+    scope = AVERAGE if len(config.tasks) > 1 else config.tasks[0]
+    table = Table(title=f"{average_name(config.tasks) if scope == AVERAGE else scope} {config.metric} (mean over seeds)",
+                  title_justify="left")
     table.add_column("arm")
-    for task in config.tasks:
-        for shots in config.shots:
-            table.add_column(f"{task.removeprefix('kobest_')} {shots}", justify="right")
+    for shots in config.shots:
+        table.add_column(f"{shots}-shot", justify="right")
     for arm in result.arms:
-        table.add_row(arm.name, *(f"{arm_score(result, arm.name, t, s, config.metric)[0]:.4f}" for t in config.tasks for s in config.shots))
+        table.add_row(arm.name, *(f"{arm_score(result, arm.name, scope, k, config.metric)[0]:.4f}" for k in config.shots))
     console.print(table)
-    better = [c for c in data["comparisons"] if c["low"] > 0]
-    worse = [c for c in data["comparisons"] if c["high"] < 0]
-    console.print(f"{len(better)} comparison(s) significantly better, {len(worse)} significantly worse "
-                  f"(of {len(data['comparisons'])}); report: {Path(config.output_dir) / 'report.md'}")
+    console.print(f"report: {out / 'report.md'} (and report.html); library messages: {out / LOG_FILE}")
+
+
+# ---------------------------------------------------------------------------------------------
+# progress: one bar over every unit of work on a terminal, one line per unit elsewhere
+
+
+class _Progress:
+    bar = None
+
+    def __call__(self, tick) -> None:
+        eta = "" if tick.eta_seconds is None else f", about {_duration(tick.eta_seconds)} left"
+        reused = f", {tick.reused} reused" if tick.reused else ""
+        if not console.is_terminal:
+            console.print(f"[{tick.done}/{tick.total}] {tick.label}{reused}{eta}", soft_wrap=True, highlight=False)
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        if _Progress.bar is None:
+            _Progress.bar = Progress(TextColumn("train-eval"), BarColumn(), MofNCompleteColumn(), TextColumn("units"),
+                                     TimeElapsedColumn(), TextColumn("{task.fields[note]}"), console=console, transient=False)
+            _Progress.bar.start()
+            _Progress.task = _Progress.bar.add_task("units", total=tick.total, note="")
+        _Progress.bar.update(_Progress.task, completed=tick.done, note=f"{tick.label}{reused}{eta}")
+
+    @staticmethod
+    def stop() -> None:
+        if _Progress.bar is not None:
+            _Progress.bar.stop()
+            _Progress.bar = None
+
+
+def _log(line: str) -> None:
+    target = _Progress.bar.console if _Progress.bar is not None else console
+    target.print(f"[dim]{line}[/]", soft_wrap=True, highlight=False)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 90:
+        return f"{seconds} s"
+    if seconds < 5400:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 COMMANDS = [train_eval_cmd]

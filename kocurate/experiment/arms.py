@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import re
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import polars as pl
-
 from ..errors import InputError
-from ..records import Loaded, Manifest, load_records, write_dataset_folder
+from ..records import Loaded, Manifest, load_records, parse_mapping, write_dataset_folder
 
 BASE = "base"
 _NAME = re.compile(r"^[A-Za-z0-9][\w.-]*$")
@@ -19,9 +18,10 @@ _NAME = re.compile(r"^[A-Za-z0-9][\w.-]*$")
 class ArmSpec:
     """One arm as the user wrote it.
 
-    `random:SIZE_ARM` draws, with the run's seed, as many rows as SIZE_ARM has from POOL_ARM
-    (`random:SIZE_ARM:POOL_ARM`; by default the largest data arm): the control that tells
-    whether a selection beat chance at the same size.
+    `random:SIZE_ARM` draws as many rows as SIZE_ARM has from POOL_ARM (`random:SIZE_ARM:POOL_ARM`;
+    by default the largest data arm): the control that tells whether a selection beat chance at
+    the same size. A fresh draw is made for every training seed (`draw_seed`), so the interval of
+    a comparison with the control covers the choice of rows as well as training noise.
     """
 
     name: str
@@ -71,6 +71,11 @@ def parse_arms(texts: list[str]) -> list[ArmSpec]:
     return [ArmSpec(BASE), *arms]
 
 
+def draw_seed(arm: str, training_seed: int) -> int:
+    """The seed of a control's row draw for one training seed: distinct per seed and per control."""
+    return zlib.crc32(f"{arm}:{training_seed}".encode("utf-8"))
+
+
 def materialize_control(arm: ArmSpec, loaded: dict[str, Loaded], folder: Path, seed: int) -> Path:
     """Write the random control's rows as a dataset folder (reused when already written)."""
     size = loaded[arm.random_of].frame.height
@@ -95,9 +100,9 @@ def materialize_control(arm: ArmSpec, loaded: dict[str, Loaded], folder: Path, s
     return folder
 
 
-def load_arm_data(arms: list[ArmSpec]) -> dict[str, Loaded]:
-    return {a.name: load_records(a.data) for a in arms if a.data}
+def load_arm_data(arms: list[ArmSpec], preset: str | None = None, mapping: str | None = None,
+                  split: str = "train") -> dict[str, Loaded]:
+    """Every data arm's rows, read as `train` reads them (the same --preset, --map and --split)."""
+    parsed = parse_mapping(mapping)
+    return {a.name: load_records(a.data, preset=preset, mapping=parsed, split=split) for a in arms if a.data}
 
-
-def frame_tokens_estimate(frame: pl.DataFrame) -> int:
-    return int(frame.select(pl.col("instruction").str.len_chars().sum() + pl.col("output").str.len_chars().sum()).item())

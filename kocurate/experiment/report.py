@@ -1,202 +1,209 @@
-"""The train-eval report: tables in the seeds' form, differences with confidence intervals, cost, provenance."""
+"""The train-eval report: the verdict first, then score tables, per-task differences, cost, provenance.
+
+Writes report.md (with report-differences.png beside it), report.html (self-contained) and
+report.json (every number, for scripts).
+"""
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..errors import InputError
+from ..records.folder import write_bytes_atomic, write_text_atomic
 from .arms import BASE
-from .bootstrap import Difference, paired_bootstrap
+from .html import render_html
+from .plots import difference_plot
 from .runner import ExperimentResult
+from .verdict import AVERAGE, Comparison, Results, Scored, Wording, average_name, compare, headline, plan
+
+PLOT = "report-differences.png"
 
 
-@dataclass
-class Comparison:
-    task: str
-    shots: int
-    arm: str
-    against: str  # "base" or a control arm
-    difference: Difference
-
-
-def arm_score(result: ExperimentResult, arm: str, task: str, shots: int, metric: str) -> tuple[float, float]:
-    """Mean and standard deviation over the arm's seeds."""
-    values = [u.scores[task][str(shots)]["metrics"][metric] for u in result.units_of(arm)]
-    return float(np.mean(values)), float(np.std(values)) if len(values) > 1 else 0.0
-
-
-def _preds(result: ExperimentResult, arm: str, task: str, shots: int) -> tuple[np.ndarray, np.ndarray]:
-    units = result.units_of(arm)
-    gold = np.asarray(units[0].scores[task][str(shots)]["gold"])
-    preds = np.asarray([u.scores[task][str(shots)]["pred"] for u in units])
-    return gold, preds
+def collect(result: ExperimentResult) -> Results:
+    """Per arm, task and shot count: gold, every unit's predictions and the evaluator's metric."""
+    metric = result.config.metric
+    out: Results = {}
+    for arm in result.arms:
+        units = result.units_of(arm.name)
+        for task in result.config.tasks:
+            for k in result.config.shots:
+                cells = [u.scores[task][str(k)] for u in units]
+                if any(metric not in c["metrics"] for c in cells):
+                    raise InputError(f"{task} reports no {metric}; rerun with --metric acc (its scores are kept)")
+                out.setdefault(arm.name, {}).setdefault(task, {})[k] = Scored(
+                    gold=cells[0]["gold"], preds=[c["pred"] for c in cells],
+                    scores=[c["metrics"][metric] for c in cells])
+    return out
 
 
 def comparisons(result: ExperimentResult) -> list[Comparison]:
-    """Each data arm against the base model and against its random control (same size)."""
     config = result.config
-    controls = [a for a in result.arms if a.is_control]
-    out = []
-    for arm in result.arms:
-        if arm.is_base:
-            continue
-        refs = [BASE]
-        if not arm.is_control:
-            mine = [c for c in controls if c.random_of == arm.name]
-            refs += [c.name for c in mine]
-        for task in config.tasks:
-            for shots in config.shots:
-                gold, preds = _preds(result, arm.name, task, shots)
-                for ref in refs:
-                    ref_gold, ref_preds = _preds(result, ref, task, shots)
-                    if not np.array_equal(gold, ref_gold):
-                        raise ValueError(f"{task} {shots}-shot: arms {arm.name} and {ref} were scored on different examples")
-                    diff = paired_bootstrap(gold, preds, ref_preds, metric=config.metric, samples=config.bootstrap, seed=0)
-                    out.append(Comparison(task, shots, arm.name, ref, diff))
-    return out
+    pairs = plan(result.arms, result.data_rows)
+    return compare(collect(result), pairs, config.tasks, config.shots, metric=config.metric,
+                   samples=config.bootstrap, seed=0)
+
+
+def arm_score(result: ExperimentResult, arm: str, task: str, shots: int, metric: str) -> tuple[float, float]:
+    """Mean and standard deviation over the arm's units; `task` may be AVERAGE (mean over tasks per unit)."""
+    tasks = result.config.tasks if task == AVERAGE else [task]
+    values = [float(np.mean([u.scores[t][str(shots)]["metrics"][metric] for t in tasks])) for u in result.units_of(arm)]
+    return float(np.mean(values)), float(np.std(values)) if len(values) > 1 else 0.0
+
+
+def curation_cost(manifest: dict) -> tuple[int, float]:
+    steps = manifest.get("steps") or []
+    return len(steps), float(sum(float(s.get("seconds") or 0.0) for s in steps if isinstance(s, dict)))
 
 
 def cost_rows(result: ExperimentResult) -> list[dict]:
     rows = []
     for arm in result.arms:
-        if arm.is_base:
-            continue
-        reports = [u.train_report or {} for u in result.units_of(arm.name)]
-        seconds = sum(float(r.get("seconds", r.get("train_seconds", 0.0)) or 0.0) for r in reports)
-        tokens = sum(int(r.get("tokens", r.get("train_tokens", 0)) or 0) for r in reports)
+        units = result.units_of(arm.name)
+        reports = [u.train_report or {} for u in units if not arm.is_base]
+        train_seconds = sum(float(r.get("seconds") or 0.0) for r in reports)
+        tokens = sum(int(r.get("tokens") or 0) for r in reports)
+        eval_seconds = sum(float((u.scores or {}).get("_seconds") or 0.0) for u in units)
+        steps, curation_seconds = curation_cost(result.manifests.get(arm.name, {}))
         rows.append({
-            "arm": arm.name, "rows": result.data_rows.get(arm.name, 0), "seeds": len(reports), "tokens": tokens,
-            "seconds": round(seconds, 1), "tokens_per_second": round(tokens / seconds, 1) if seconds else None,
+            "arm": arm.name, "rows": result.data_rows.get(arm.name, 0), "seeds": len(reports),
+            "tokens_per_run": round(tokens / len(reports)) if reports else 0,
+            "epochs": round(float(np.mean([float(r.get("epochs") or 0.0) for r in reports])), 3) if reports else 0.0,
+            "train_seconds": round(train_seconds, 1),
+            "tokens_per_second": round(tokens / train_seconds, 1) if train_seconds else None,
+            "eval_seconds": round(eval_seconds, 1),
+            "curation_steps": steps, "curation_seconds": round(curation_seconds, 1),
         })
     return rows
 
 
 def provenance(manifest: dict) -> list[str]:
-    lines = [f"input {i.get('name')} ({i.get('kind')}, {i.get('rows')} rows, {i.get('fingerprint', '')[:19]})" for i in manifest.get("inputs", [])]
+    lines = [f"input {i.get('name')} ({i.get('kind')}, {i.get('rows')} rows, {str(i.get('fingerprint', ''))[:19]})"
+             for i in manifest.get("inputs", []) if isinstance(i, dict)]
     for step in manifest.get("steps", []):
+        if not isinstance(step, dict):
+            continue
         params = ", ".join(f"{k}={v}" for k, v in (step.get("params") or {}).items())
-        lines.append(f"{step.get('name')}: {step.get('rows_in')} -> {step.get('rows_out')} rows ({params})")
+        seconds = f", {float(step['seconds']):.1f} s" if step.get("seconds") is not None else ""
+        lines.append(f"{step.get('name')}: {step.get('rows_in')} -> {step.get('rows_out')} rows ({params}{seconds})")
     return lines
 
 
 # ---------------------------------------------------------------------------------------------
 
 
+def _cell(text) -> str:
+    return str(text).replace("|", "\\|")
+
+
+def _score_table(result: ExperimentResult, scope: str) -> list[str]:
+    config = result.config
+    head = " | ".join(f"{k}-shot" for k in config.shots)
+    lines = [f"| Arm | {head} |", "| --- |" + " --- |" * len(config.shots)]
+    table = {arm.name: [arm_score(result, arm.name, scope, k, config.metric) for k in config.shots] for arm in result.arms}
+    best = [max(table, key=lambda name: table[name][j][0]) for j in range(len(config.shots))]
+    for arm in result.arms:
+        cells = []
+        for j, (mean, std) in enumerate(table[arm.name]):
+            text = f"{mean:.4f}" + (f" ± {std:.4f}" if std else "")
+            cells.append(f"**{text}** (best)" if best[j] == arm.name else text)
+        label = f"{arm.name} (base model, no adapter)" if arm.is_base else arm.name
+        lines.append(f"| {_cell(label)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _method(result: ExperimentResult, comps: list[Comparison]) -> list[str]:
+    config = result.config
+    claims = sum(c.headline for c in comps)
+    draws = ", ".join(f"{name}: {n} draw{'s' if n != 1 else ''}" for name, n in result.draws.items())
+    seeds = len(config.seeds)
+    lines = [
+        f"Every claim above compares two arms on the same test examples (paired bootstrap, {config.bootstrap:,} resamples; "
+        f"each resample also redraws the {seeds} training seed{'s' if seeds != 1 else ''} of each arm"
+        + (" and with them the random controls' rows" if result.draws else "") + "). "
+        f"p-values are two-sided, from the bootstrap standard error; Holm's correction for multiple comparisons runs "
+        f"over the {claims} headline claim{'s' if claims != 1 else ''}; per-task rows below are not adjusted.",
+        "",
+        "The detectable difference is the smallest true difference a two-sided test at 5% finds with 80% power, given "
+        "the test sizes and the observed rate at which the two arms disagree (exact for accuracy, an approximation for F1).",
+    ]
+    if result.draws:
+        lines += ["", f"Random controls are drawn afresh for every training seed ({draws})."]
+    return lines
+
+
 def render_markdown(result: ExperimentResult, comps: list[Comparison]) -> str:
     config = result.config
-    metric = "F1" if config.metric == "f1" else "accuracy"
-    lines = [f"# train-eval: {config.base}", "",
-             f"Method {config.method}, protocol `{config.protocol}`, seeds {', '.join(map(str, config.seeds))}, "
-             f"metric macro {metric}" if config.metric == "f1" else f"metric {metric}", ""]
-    shot_head = " | ".join(f"{s}-shot" for s in config.shots)
-    for task in config.tasks:
-        lines += [f"## {task} ({metric})", "", f"| Arm | {shot_head} |", "| --- |" + " --- |" * len(config.shots)]
-        for arm in result.arms:
-            cells = []
-            for shots in config.shots:
-                mean, std = arm_score(result, arm.name, task, shots, config.metric)
-                cells.append(f"{mean:.4f}" + (f" ± {std:.4f}" if std else ""))
-            lines.append(f"| {arm.name} | " + " | ".join(cells) + " |")
-        task_comps = [c for c in comps if c.task == task]
-        if task_comps:
-            lines += ["", "| Arm | vs | shots | difference [95% CI] | |", "| --- | --- | --- | --- | --- |"]
-            for c in task_comps:
-                mark = "significant" if c.difference.significant else ""
-                lines.append(f"| {c.arm} | {c.against} | {c.shots} | {c.difference} | {mark} |")
+    wording = Wording(config.metric, config.tasks)
+    metric = "macro F1" if config.metric == "f1" else "accuracy"
+    lines = [f"# train-eval: {config.model}", "", "## Verdict", ""]
+    lines += [f"- {s}" for s in headline(comps, wording)] or ["- (no comparisons: add a data arm)"]
+    lines += ["", *_method(result, comps), "", f"![Differences with 95% intervals; zero marked]({PLOT})", ""]
+    method = config.train.get("method") or "lora"
+    protocol = config.evaluate.get("protocol") or "harness"
+    lines += [f"## Scores ({metric}, mean ± sd over seeds)", "",
+              f"PEFT method {method}; protocol {protocol}; seeds {', '.join(map(str, config.seeds))}. "
+              "Bold: the best arm in each column.", ""]
+    scopes = ([AVERAGE] if len(config.tasks) > 1 else []) + list(config.tasks)
+    for scope in scopes:
+        lines += [f"### {average_name(config.tasks) if scope == AVERAGE else scope}", "", *_score_table(result, scope), ""]
+    per_task = [c for c in comps if c.task != AVERAGE and not c.headline]
+    if per_task:
+        lines += ["## Differences per task (not adjusted for multiple comparisons)", "",
+                  "| Comparison | Task | Shots | Difference [95% CI] | p | Detectable | Significant |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        for c in per_task:
+            lines.append(f"| {_cell(c.arm)} vs {_cell(c.against)} | {c.task} | {c.shots} | {c.difference} | "
+                         f"{c.difference.p_value:.3f} | {c.mdd:.3f} | {'yes' if c.significant else 'no'} |")
         lines.append("")
-    lines += ["## Training cost", "", "| Arm | rows | seeds | tokens | seconds | tokens/s |", "| --- | --- | --- | --- | --- | --- |"]
+    lines += ["## Cost", "",
+              "| Arm | Rows | Seeds | Tokens per run | Epochs | Training s | Tokens/s | Evaluation s | Curation steps | Curation s |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in cost_rows(result):
-        lines.append(f"| {row['arm']} | {row['rows']:,} | {row['seeds']} | {row['tokens']:,} | {row['seconds']} | {row['tokens_per_second'] or '-'} |")
+        base = row["arm"] == BASE
+        lines.append(
+            f"| {_cell(row['arm'])} | {'-' if base else format(row['rows'], ',')} | {row['seeds'] or '-'} | "
+            f"{'-' if base else format(row['tokens_per_run'], ',')} | {'-' if base else row['epochs']} | "
+            f"{'-' if base else row['train_seconds']} | {row['tokens_per_second'] or '-'} | {row['eval_seconds']} | "
+            f"{'-' if base else row['curation_steps']} | {'-' if base else row['curation_seconds']} |")
     lines += ["", "## How each arm's data was made", ""]
     for arm in result.arms:
         if arm.is_base:
             continue
-        lines.append(f"### {arm.name}")
-        lines += [f"- {line}" for line in provenance(result.manifests.get(arm.name, {}))] or ["- (no manifest)"]
+        lines += [f"### {arm.name}", ""]
+        lines += [f"- {_cell(line)}" for line in provenance(result.manifests.get(arm.name, {}))] or ["- (no manifest)"]
         lines.append("")
-    lines += [f"Differences are paired bootstrap estimates over test examples ({config.bootstrap} resamples"
-              + (", averaged over seeds" if len(config.seeds) > 1 else "") + "); 'significant' means the 95% interval excludes 0.", ""]
     return "\n".join(lines)
 
 
-def plot_png(result: ExperimentResult) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def report_data(result: ExperimentResult, comps: list[Comparison]) -> dict:
     config = result.config
-    fig, axes = plt.subplots(1, len(config.tasks), figsize=(3.2 * len(config.tasks), 3.2), squeeze=False)
-    width = 0.8 / max(1, len(result.arms))
-    for ax, task in zip(axes[0], config.tasks):
-        x = np.arange(len(config.shots))
-        for i, arm in enumerate(result.arms):
-            stats = [arm_score(result, arm.name, task, s, config.metric) for s in config.shots]
-            ax.bar(x + i * width, [m for m, _ in stats], width, yerr=[s for _, s in stats], label=arm.name)
-        ax.set_xticks(x + width * (len(result.arms) - 1) / 2, [f"{s}-shot" for s in config.shots])
-        ax.set_title(task.removeprefix("kobest_"))
-        ax.set_ylim(0, 1)
-    axes[0][0].set_ylabel(config.metric)
-    axes[0][-1].legend(fontsize="small")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    return buffer.getvalue()
-
-
-def render_html(markdown: str, png: bytes) -> str:
-    """A self-contained page: the report's text and the plot inlined as data."""
-    body = []
-    in_table = False
-    for line in markdown.splitlines():
-        if line.startswith("|"):
-            cells = [html.escape(c.strip()) for c in line.strip("|").split("|")]
-            if set("".join(cells)) <= set("- "):
-                continue
-            tag = "th" if not in_table else "td"
-            body.append(("<table>" if not in_table else "") + "<tr>" + "".join(f"<{tag}>{c}</{tag}>" for c in cells) + "</tr>")
-            in_table = True
-            continue
-        if in_table:
-            body.append("</table>")
-            in_table = False
-        if line.startswith("#"):
-            level = len(line) - len(line.lstrip("#"))
-            body.append(f"<h{level}>{html.escape(line.lstrip('# '))}</h{level}>")
-        elif line.startswith("- "):
-            body.append(f"<li>{html.escape(line[2:])}</li>")
-        elif line.strip():
-            body.append(f"<p>{html.escape(line)}</p>")
-    if in_table:
-        body.append("</table>")
-    image = base64.b64encode(png).decode()
-    style = "body{font-family:sans-serif;max-width:70em;margin:2em auto}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:right}"
-    return (f"<!doctype html><html lang='ko'><head><meta charset='utf-8'><title>kocurate train-eval</title><style>{style}</style></head><body>"
-            f"<img alt='scores per arm' src='data:image/png;base64,{image}'>" + "\n".join(body) + "</body></html>")
+    scopes = ([AVERAGE] if len(config.tasks) > 1 else []) + list(config.tasks)
+    return {
+        "model": config.model, "metric": config.metric, "seeds": config.seeds, "tasks": config.tasks,
+        "shots": config.shots, "bootstrap": config.bootstrap, "train": config.train, "evaluate": config.evaluate,
+        "headline": headline(comps, Wording(config.metric, config.tasks)),
+        "holm_family": sum(c.headline for c in comps),
+        "draws": result.draws,
+        "scores": {arm.name: {scope: {str(k): arm_score(result, arm.name, scope, k, config.metric)[0] for k in config.shots}
+                              for scope in scopes} for arm in result.arms},
+        "comparisons": [c.to_dict() for c in comps],
+        "cost": cost_rows(result),
+    }
 
 
 def write_report(result: ExperimentResult, folder: Path) -> dict:
-    """Write report.md, report.html and report.json; return the JSON content."""
+    """Write report.md, report-differences.png, report.html and report.json; return the JSON content."""
+    folder = Path(folder)
     comps = comparisons(result)
     markdown = render_markdown(result, comps)
-    (folder / "report.md").write_text(markdown, encoding="utf-8")
-    (folder / "report.html").write_text(render_html(markdown, plot_png(result)), encoding="utf-8")
-    config = result.config
-    data = {
-        "base": config.base, "method": config.method, "protocol": config.protocol, "metric": config.metric,
-        "seeds": config.seeds, "tasks": config.tasks, "shots": config.shots,
-        "scores": {arm.name: {task: {str(s): arm_score(result, arm.name, task, s, config.metric)[0] for s in config.shots}
-                              for task in config.tasks} for arm in result.arms},
-        "comparisons": [{"task": c.task, "shots": c.shots, "arm": c.arm, "against": c.against, "delta": c.difference.delta,
-                         "low": c.difference.low, "high": c.difference.high} for c in comps],
-        "cost": cost_rows(result),
-    }
-    (folder / "report.json").write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
+    metric = "F1" if result.config.metric == "f1" else "accuracy"
+    png = difference_plot(comps, result.config.tasks, result.config.shots, metric)
+    write_bytes_atomic(folder / PLOT, png)
+    write_text_atomic(folder / "report.md", markdown)
+    write_text_atomic(folder / "report.html", render_html(markdown, {PLOT: png}, title=f"train-eval: {result.config.model}"))
+    data = report_data(result, comps)
+    write_text_atomic(folder / "report.json", json.dumps(data, ensure_ascii=False, indent=1, default=str))
     return data

@@ -1,50 +1,39 @@
-"""train-eval: arms of data -> adapters -> KoBEST scores, resumable at every arm and seed.
+"""Run an experiment: a unit is one arm at one training seed (train, then evaluate).
 
-Each unit of work (one adapter, one evaluation) is stored under the report folder with a key
-(the data fingerprint and the config that made it) and a hash of its result file, so a rerun
-skips what is done, and a corrupt or stale result is detected and recomputed.
+Random controls are drawn afresh for every training seed, so each control unit trains on its own
+rows. Each unit's results are stamped with a key (the data fingerprint and every setting that
+made them) and a hash of the result file, so a rerun skips what is done, and a corrupt or stale
+result is detected and recomputed.
+
+The output folder is a working folder, reused by reruns (it holds `experiment.json`). It is
+guarded before any work: never an input, never inside one, never a folder of something else
+(without `--overwrite`), and locked for the run.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import hashlib
+import inspect
 import json
-import os
-import tempfile
+import logging
+import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from ..errors import InputError
 from ..records import file_sha256
-from .arms import BASE, ArmSpec, load_arm_data, materialize_control, parse_arms
+from ..records.folder import check_output, output_lock, write_text_atomic
+from .arms import ArmSpec, draw_seed, load_arm_data, materialize_control, parse_arms
+from .config import EVAL_EXCLUDE, ExperimentConfig, check_settings, eval_config, train_config
 
+MARKER = "experiment.json"
+LOG_FILE = "train-eval.log"
 
-@dataclass
-class TrainEvalConfig:
-    """Fields are the `kocurate train-eval` flags, one to one."""
-
-    base: str
-    arms: list[str]
-    output_dir: Path
-    method: str = "lora"
-    tasks: list[str] = field(default_factory=lambda: ["kobest_boolq", "kobest_copa", "kobest_hellaswag", "kobest_sentineg", "kobest_wic"])
-    shots: list[int] = field(default_factory=lambda: [0, 5])
-    seeds: list[int] = field(default_factory=lambda: [1])
-    protocol: str = "harness"
-    data_dir: str | None = None
-    limit: int | None = None
-    template: str = "koalpaca"
-    max_steps: int | None = None
-    epochs: float = 1.0
-    batch_size: int = 4
-    learning_rate: float | None = None  # None: the trainer's per-method default (LoRA 3e-4, IA3 3e-3)
-    max_length: int = 512
-    eval_batch_size: str = "auto"
-    metric: str = "f1"
-    bootstrap: int = 1000
+# ---------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -54,6 +43,8 @@ class Unit:
     arm: str
     seed: int | None
     folder: Path
+    data: str | None = None  # the training data (a control's own draw for this seed)
+    fingerprint: str | None = None
     train_report: dict | None = None
     scores: dict | None = None  # {task: {shots: {"metrics": {...}, "gold": [...], "pred": [...]}}}
     trained: bool = False  # trained in this run (not reused)
@@ -62,14 +53,26 @@ class Unit:
 
 @dataclass
 class ExperimentResult:
-    config: TrainEvalConfig
+    config: ExperimentConfig
     arms: list[ArmSpec]
     units: list[Unit]
     manifests: dict[str, dict]
     data_rows: dict[str, int]
+    draws: dict[str, int] = field(default_factory=dict)  # random control -> fresh row draws made
 
     def units_of(self, arm: str) -> list[Unit]:
         return [u for u in self.units if u.arm == arm]
+
+
+@dataclass
+class Tick:
+    """Progress of the run, after each unit of work (a training or an evaluation)."""
+
+    label: str
+    done: int
+    total: int
+    reused: int  # units found finished and reused
+    eta_seconds: float | None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -80,10 +83,6 @@ def _digest(payload) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _file_digest(path: Path) -> str:
-    return file_sha256(path)
-
-
 def read_stamped(path: Path, key: str) -> dict | None:
     """The JSON at `path` if its stamp matches `key` and its bytes are unchanged, else None."""
     stamp = path.with_name(path.name + ".stamp")
@@ -91,125 +90,277 @@ def read_stamped(path: Path, key: str) -> dict | None:
         return None
     try:
         meta = json.loads(stamp.read_text())
-        if meta.get("key") != key or meta.get("sha256") != _file_digest(path):
+        if meta.get("key") != key or meta.get("sha256") != file_sha256(path):
             return None
         return json.loads(path.read_text())
-    except (json.JSONDecodeError, OSError):
+    except (json.JSONDecodeError, OSError, UnicodeDecodeError, AttributeError):
         return None
 
 
 def write_stamped(path: Path, data: dict, key: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(path, json.dumps(data, ensure_ascii=False, indent=1))
-    _write_atomic(path.with_name(path.name + ".stamp"), json.dumps({"key": key, "sha256": _file_digest(path)}))
+    write_text_atomic(path, json.dumps(data, ensure_ascii=False, indent=1))
+    write_text_atomic(path.with_name(path.name + ".stamp"), json.dumps({"key": key, "sha256": file_sha256(path)}))
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+# ---------------------------------------------------------------------------------------------
+# library chatter goes to a log file, not the terminal
+
+
+@contextlib.contextmanager
+def capture_library_logs(path: Path) -> Iterator[None]:
+    """Send Python warnings, the logs of transformers, peft, TRL, datasets..., and anything written
+    to sys.stderr (progress bars included) to `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    py_warnings = logging.getLogger("py.warnings")
+    saved_propagate = py_warnings.propagate
+    py_warnings.addHandler(handler)
+    py_warnings.propagate = False
+    logging.captureWarnings(True)
+    restore: list[Callable[[], None]] = []
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_default_handler()
+        hf_logging.add_handler(handler)
+        hf_logging.disable_progress_bar()
+        restore += [hf_logging.enable_default_handler, lambda: hf_logging.remove_handler(handler),
+                    hf_logging.enable_progress_bar]
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        pass
+    try:
+        import datasets
+
+        datasets.disable_progress_bars()
+        restore.append(datasets.enable_progress_bars)
+    except ImportError:  # pragma: no cover
+        pass
+    # lm-eval's, datasets' and the trainer's own tqdm bars write to sys.stderr: into the log with them
+    # (the run shows one overall bar on stdout).
+    stream = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed below
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stderr(stream):
+            warnings.simplefilter("default")
+            yield
+    finally:
+        for undo in reversed(restore):
+            with contextlib.suppress(Exception):
+                undo()
+        stream.close()
+        logging.captureWarnings(False)
+        py_warnings.removeHandler(handler)
+        py_warnings.propagate = saved_propagate
+        root.removeHandler(handler)
+        handler.close()
 
 
 # ---------------------------------------------------------------------------------------------
 
 
-def run_experiment(config: TrainEvalConfig, log: Callable[[str], None] = print) -> ExperimentResult:
-    """Train and evaluate every arm (and seed), reusing whatever is already done."""
-    if config.metric not in ("f1", "acc"):
-        raise InputError(f"--metric {config.metric}: use f1 or acc")
-    arms = parse_arms(config.arms)
-    out = Path(config.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    loaded = load_arm_data(arms)
-    data_paths: dict[str, str] = {name: loaded[name].info.path for name in loaded}
-    manifests = {name: (l.manifest or {"inputs": [l.info.to_dict()], "steps": []}) for name, l in loaded.items()}
-    for arm in arms:
-        if arm.is_control:
-            folder = materialize_control(arm, loaded, out / "data" / arm.name, seed=min(config.seeds))
-            from ..records import load_records
+def _local_inputs(config: ExperimentConfig, arms: list[ArmSpec]) -> list[Path]:
+    paths = [Path(a.data) for a in arms if a.data and Path(a.data).exists()]
+    for value in (config.model, config.evaluate.get("data_dir")):
+        if value and Path(value).exists():
+            paths.append(Path(value))
+    return paths
 
-            loaded[arm.name] = load_records(folder)
-            data_paths[arm.name] = str(folder)
-            manifests[arm.name] = loaded[arm.name].manifest or {}
 
-    units: list[Unit] = []
+def guard_output(config: ExperimentConfig, arms: list[ArmSpec]) -> Path:
+    """Check the report folder before any work (one-line errors); return it resolved."""
+    out = check_output(config.output, _local_inputs(config, arms), overwrite=True)
+    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file() and not config.overwrite:
+        raise InputError(f"{out}: folder exists, is not empty and holds no train-eval run; "
+                         "choose another -o, or pass --overwrite to replace it")
+    return out
+
+
+def plan_units(config: ExperimentConfig, arms: list[ArmSpec], out: Path) -> list[Unit]:
+    units = []
     for arm in arms:
-        seeds = [None] if arm.is_base else config.seeds
-        for seed in seeds:
+        for seed in ([None] if arm.is_base else config.seeds):
             folder = out / "arms" / arm.name / ("eval-only" if seed is None else f"seed-{seed}")
-            unit = Unit(arm.name, seed, folder)
-            adapter = None
-            if not arm.is_base:
-                unit.train_report, adapter, unit.trained = _train_unit(config, unit, data_paths[arm.name],
-                                                                       loaded[arm.name].info.fingerprint, log)
+            units.append(Unit(arm.name, seed, folder))
+    return units
+
+
+def run_experiment(config: ExperimentConfig, log: Callable[[str], None] = print,
+                   progress: Callable[[Tick], None] | None = None) -> ExperimentResult:
+    """Train and evaluate every arm at every seed, reusing whatever is already done."""
+    arms = parse_arms(config.arms)
+    check_settings(config, arms)
+    out = guard_output(config, arms)
+    reading = {k: v for k, v in config.train.items() if k in ("preset", "mapping", "split") and v is not None}
+    loaded = load_arm_data(arms, **reading)
+    for arm in arms:  # a control's size and pool are checked before anything is written
+        if arm.is_control:
+            size, pool = loaded[arm.random_of].frame.height, arm.pool or max(loaded, key=lambda n: loaded[n].frame.height)
+            if size > loaded[pool].frame.height:
+                raise InputError(f"--arm {arm.name}: {arm.random_of} has {size} rows but the pool {pool} only "
+                                 f"{loaded[pool].frame.height}; draw from a larger pool (random:{arm.random_of}:POOL)")
+    with output_lock(out):
+        if config.overwrite and out.exists() and any(out.iterdir()):
+            shutil.rmtree(out)
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out / MARKER, json.dumps(config.to_dict(), ensure_ascii=False, indent=1, default=str))
+        with capture_library_logs(out / LOG_FILE):
+            return _run(config, arms, loaded, out, log, progress)
+
+
+def _run(config, arms, loaded, out: Path, log, progress) -> ExperimentResult:
+    from ..records import load_records
+
+    manifests = {name: (l.manifest or {"inputs": [l.info.to_dict()], "steps": []}) for name, l in loaded.items()}
+    rows = {name: l.frame.height for name, l in loaded.items()}
+    units = plan_units(config, arms, out)
+    draws: dict[str, int] = {}
+    by_name = {a.name: a for a in arms}
+    for unit in units:
+        arm = by_name[unit.arm]
+        if arm.is_control:
+            folder = materialize_control(arm, loaded, out / "data" / arm.name / f"seed-{unit.seed}",
+                                         seed=draw_seed(arm.name, unit.seed))
+            drawn = load_records(folder)
+            unit.data, unit.fingerprint = str(folder), drawn.info.fingerprint
+            manifests.setdefault(arm.name, drawn.manifest or {})
+            rows[arm.name] = drawn.frame.height
+            draws[arm.name] = draws.get(arm.name, 0) + 1
+        elif not arm.is_base:
+            unit.data, unit.fingerprint = loaded[arm.name].info.path, loaded[arm.name].info.fingerprint
+
+    work = [("train", u) for u in units if u.seed is not None] + [("eval", u) for u in units]
+    # Evaluate each unit right after training it; the base model last, so a setting only the trainer
+    # can check (it needs the tokenizer) fails on the first unit, before any evaluation.
+    order = []
+    for unit in units:
+        if unit.seed is not None:
+            order += [("train", unit), ("eval", unit)]
+    order += [("eval", u) for u in units if u.seed is None]
+    clock = _Clock(total=len(work), tick=progress)
+    clock.plan({"train": sum(k == "train" for k, _ in work), "eval": sum(k == "eval" for k, _ in work)})
+    for kind, unit in order:
+        name = unit.arm if unit.seed is None else f"{unit.arm} seed {unit.seed}"
+        started = time.perf_counter()
+        if kind == "train":
+            unit.train_report, unit.trained = _train_unit(config, unit, log)
+            clock.done(kind, f"trained {name}" if unit.trained else f"{name}: reused its adapter", not unit.trained,
+                       time.perf_counter() - started)
+        else:
+            adapter = None if unit.seed is None else unit.folder / "adapter"
             unit.scores, unit.evaluated = _eval_unit(config, unit, adapter, log)
-            units.append(unit)
-    return ExperimentResult(config, arms, units, manifests, {n: l.frame.height for n, l in loaded.items()})
+            clock.done(kind, f"evaluated {name}" if unit.evaluated else f"{name}: reused its scores", not unit.evaluated,
+                       time.perf_counter() - started)
+    return ExperimentResult(config, arms, units, manifests, rows, draws)
 
 
-def _train_config_fields(config: TrainEvalConfig) -> dict:
-    return {k: getattr(config, k) for k in ("base", "method", "template", "max_steps", "epochs", "batch_size",
-                                            "learning_rate", "max_length")}
+class _Clock:
+    """Units done / to do and an ETA from the average time of the units actually computed, per kind."""
+
+    def __init__(self, total: int, tick: Callable[[Tick], None] | None):
+        self.total, self.tick = total, tick
+        self.count, self.reused = 0, 0
+        self.seconds: dict[str, list[float]] = {"train": [], "eval": []}
+        self.left: dict[str, int] = {}
+
+    def plan(self, kinds: dict[str, int]) -> None:
+        self.left = dict(kinds)
+
+    def done(self, kind: str, label: str, reused: bool, seconds: float) -> None:
+        self.count += 1
+        self.reused += int(reused)
+        if not reused:
+            self.seconds[kind].append(seconds)
+        self.left[kind] = self.left.get(kind, 0) - 1
+        if self.tick is not None:
+            self.tick(Tick(label, self.count, self.total, self.reused, self.eta()))
+
+    def eta(self) -> float | None:
+        known = [s for values in self.seconds.values() for s in values]
+        if not known:
+            return None
+        fallback = sum(known) / len(known)
+        total = 0.0
+        for kind, left in self.left.items():
+            times = self.seconds.get(kind) or [fallback]
+            total += max(left, 0) * sum(times) / len(times)
+        return total
 
 
-def _train_unit(config, unit: Unit, data: str, fingerprint: str, log) -> tuple[dict, Path, bool]:
-    from ..train import TrainConfig, train  # torch, transformers, peft: only now
+def _train_key(config: ExperimentConfig, unit: Unit) -> str:
+    settings = {k: v for k, v in config.train.items() if v is not None}
+    return _digest({"data": unit.fingerprint, "seed": unit.seed, "model": config.model, **settings})
+
+
+def _train_unit(config: ExperimentConfig, unit: Unit, log) -> tuple[dict, bool]:
+    from ..train import train  # torch, transformers, peft: only now
 
     adapter = unit.folder / "adapter"
-    key = _digest({"data": fingerprint, "seed": unit.seed, **_train_config_fields(config)})
+    key = _train_key(config, unit)
     stamp_path = unit.folder / "train_report.json"
     cached = read_stamped(stamp_path, key)
     if cached is not None and adapter.is_dir():
         log(f"{unit.arm} seed {unit.seed}: adapter reused")
-        return cached, adapter, False
-    log(f"{unit.arm} seed {unit.seed}: training on {data}")
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    fields = {k: v for k, v in _train_config_fields(config).items() if k in names and v is not None}
+        return cached, False
+    log(f"{unit.arm} seed {unit.seed}: training on {unit.data}")
     # A stale or half-finished adapter of this unit is replaced, never resumed with other data.
-    train_config = TrainConfig(data=data, output_dir=adapter, seed=unit.seed, overwrite=True, **fields)
     started = time.perf_counter()
-    result = train(train_config)
-    report = dict(result.report)
+    quiet = {"progress": False} if "progress" in inspect.signature(train).parameters else {}
+    result = train(train_config(config, unit.data, adapter, unit.seed), **quiet)
+    report = {k: v for k, v in dict(result.report).items() if k in _REPORT_KEYS}
     report.setdefault("seconds", round(time.perf_counter() - started, 2))
     write_stamped(stamp_path, report, key)
-    return report, Path(result.adapter_dir), True
+    return report, True
 
 
-def _eval_unit(config, unit: Unit, adapter: Path | None, log) -> tuple[dict, bool]:
-    key = _digest({"model": config.base, "adapter": _adapter_digest(adapter), "tasks": config.tasks, "shots": config.shots,
-                   "protocol": config.protocol, "data_dir": config.data_dir, "limit": config.limit})
+#: What the experiment keeps of each train_report.json (the adapter folder holds the whole report).
+_REPORT_KEYS = ("rows", "rows_used", "rows_truncated", "sequences", "steps", "epochs", "tokens", "label_tokens", "seconds",
+                "wall_seconds", "tokens_per_second", "first_loss", "final_loss", "peak_memory_bytes", "data_fingerprint")
+
+
+def _eval_key(config: ExperimentConfig, adapter: Path | None) -> str:
+    settings = {k: v for k, v in config.evaluate.items() if v is not None and k not in EVAL_EXCLUDE}
+    settings.update(tasks=config.tasks, shots=config.shots)
+    return _digest({"model": config.model, "adapter": _adapter_digest(adapter), **settings})
+
+
+def _eval_unit(config: ExperimentConfig, unit: Unit, adapter: Path | None, log) -> tuple[dict, bool]:
+    name = unit.arm if unit.seed is None else f"{unit.arm} seed {unit.seed}"
+    key = _eval_key(config, adapter)
     scores_path = unit.folder / "scores.json"
     results_path = unit.folder / "eval" / "results.json"
     cached = read_stamped(scores_path, key)
     # The evaluator's results.json is what a person reads: it must be intact too.
-    if cached is not None and not (results_path.is_file() and cached.get("_results_sha256") == _file_digest(results_path)):
+    if cached is not None and not (results_path.is_file() and cached.get("_results_sha256") == file_sha256(results_path)):
         cached = None
     if cached is not None:
-        log(f"{unit.arm}{'' if unit.seed is None else f' seed {unit.seed}'}: scores reused")
+        log(f"{name}: scores reused")
         return cached, False
     if scores_path.exists():
-        log(f"{unit.arm}: results in {unit.folder} are stale or corrupt; evaluating again")
-    from ..evaluate import EvalConfig, evaluate  # torch, transformers: only now
+        log(f"{name}: results in {unit.folder} are stale or corrupt; evaluating again")
+    from ..evaluate import evaluate  # torch, transformers: only now
 
-    log(f"{unit.arm}{'' if unit.seed is None else f' seed {unit.seed}'}: evaluating {', '.join(config.tasks)}")
-    result = evaluate(EvalConfig(
-        model=config.base, adapter=str(adapter) if adapter else None, tasks=list(config.tasks),
-        shots=list(config.shots), protocol=config.protocol, data_dir=config.data_dir, limit=config.limit,
-        # seed None: the protocol's own few-shot seed, so every arm sees the same prompts
-        batch_size=config.eval_batch_size, seed=None, output_dir=unit.folder / "eval",
-    ))
+    log(f"{name}: evaluating {', '.join(config.tasks)}")
+    started = time.perf_counter()
+    result = evaluate(eval_config(config, adapter, unit.folder / "eval"))
+    seconds = time.perf_counter() - started
     scores: dict = {}
     for task in config.tasks:
         for shots in config.shots:
             preds = result.predictions(task, shots)
-            metrics = {m: result.metric(task, shots, m) for m in ("acc", "f1")}
+            metrics = {}
+            for name in ("acc", "f1"):
+                with contextlib.suppress(InputError):  # a task without macro F1 (e.g. kmmlu): --metric acc
+                    metrics[name] = result.metric(task, shots, name)
             scores.setdefault(task, {})[str(shots)] = {
                 "metrics": metrics,
                 "gold": [int(p["gold"]) for p in preds],
                 "pred": [int(p["pred"]) for p in preds],
             }
-    scores["_results_sha256"] = _file_digest(results_path)
+    scores["_results_sha256"] = file_sha256(results_path)
+    scores["_seconds"] = round(seconds, 2)
     write_stamped(scores_path, scores, key)
     return scores, True
 
@@ -220,7 +371,7 @@ def _adapter_digest(adapter: Path | None) -> str | None:
         return None
     digest = hashlib.sha256()
     for path in sorted(adapter.rglob("*")):
-        if path.is_file() and path.suffix in (".safetensors", ".bin", ".json"):
+        if path.is_file() and (path.suffix in (".safetensors", ".bin") or path.name == "adapter_config.json"):
             digest.update(path.name.encode())
-            digest.update(_file_digest(path).encode())
+            digest.update(file_sha256(path).encode())
     return digest.hexdigest()
