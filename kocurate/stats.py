@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 import polars as pl
 
 from .records import OPTIONAL
+from .records.text import count_repeats, exact_keys
 
 TEXT_COLUMNS = ("instruction", "input", "output", *OPTIONAL)
 PERCENTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
@@ -28,10 +29,11 @@ class DatasetStats:
     rows: int
     columns: list[str]
     text: list[ColumnStats]
-    exact_duplicates: int  # rows whose instruction+input repeats an earlier row's
+    exact_duplicates: int  # rows whose instruction+input+output repeats an earlier row's (exact dedup's key)
     by_source: dict[str, int] = field(default_factory=dict)
     by_task: dict[str, int] = field(default_factory=dict)
     tasks: int = 0
+    same_prompt_different_output: int = 0  # rows repeating an earlier prompt with another output
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -40,12 +42,13 @@ class DatasetStats:
 def describe(frame: pl.DataFrame, top: int = 20) -> DatasetStats:
     """Compute the statistics of a canonical frame."""
     text = [column_stats(frame, c) for c in TEXT_COLUMNS if c in frame.columns and frame[c].dtype == pl.String]
-    key = pl.concat_str([pl.col("instruction").fill_null(""), pl.col("input").fill_null("")], separator="\n")
-    dups = frame.select(key.is_duplicated() & ~key.is_first_distinct()).to_series().sum() if frame.height else 0
+    dups = count_repeats(exact_keys(frame))
+    same_prompt = count_repeats(exact_keys(frame, ("instruction", "input"))) - dups
     by_source = _counts(frame, "source", top)
     by_task = _counts(frame, "task", top)
     tasks = frame["task"].n_unique() if "task" in frame.columns else 0
-    return DatasetStats(frame.height, frame.columns, text, int(dups), by_source, by_task, tasks)
+    return DatasetStats(frame.height, frame.columns, text, dups, by_source, by_task, tasks,
+                        same_prompt_different_output=same_prompt)
 
 
 def column_stats(frame: pl.DataFrame, column: str) -> ColumnStats:

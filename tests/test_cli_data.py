@@ -48,7 +48,7 @@ def test_inspect_json_counts(tmp_path):
     result = run("inspect", write_jsonl(tmp_path / "rows.jsonl", ROWS), "--json")
     assert result.exit_code == 0, result.output
     stats = json.loads(result.output)
-    assert stats["rows"] == 4 and stats["exact_duplicates"] == 1
+    assert stats["rows"] == 4 and stats["exact_duplicates"] == 0 and stats["same_prompt_different_output"] == 1
     assert stats["by_task"] == {"여행": 2, "코딩": 2} and stats["tasks"] == 2
     instruction = next(c for c in stats["text"] if c["column"] == "instruction")
     assert instruction["empty"] == 1 and instruction["max_chars"] == max(len(r["instruction"]) for r in ROWS)
@@ -110,3 +110,28 @@ def test_normalize_hub_id_with_revision_records_the_commit(tmp_path, monkeypatch
     recorded = json.loads((out / "manifest.json").read_text())["inputs"][0]
     assert (recorded["revision"], recorded["commit"]) == ("v2", "e" * 40)
     assert "hub @ eeeeeeeeeeee" in (out / "README.md").read_text()  # the card names the commit
+
+
+def test_inspect_counts_duplicates_with_the_dedup_key(tmp_path):
+    """One definition of "the same row": inspect and exact dedup agree on the same rows."""
+    import polars as pl
+
+    from kocurate.curate.dedup import ExactDedup
+    from kocurate.curate.step import RunContext
+    from kocurate.records import load_records
+    from kocurate.stats import describe
+
+    rows = [
+        {"instruction": "서울의 인구는?", "input": "", "output": "약 940만 명입니다."},
+        {"instruction": "서울의  인구는?", "input": "", "output": "약 940만 명입니다."},   # spacing only
+        {"instruction": "서울의 인구는?", "input": "", "output": "950만 명쯤입니다."},      # another answer
+        {"instruction": "부산의 인구는?", "input": "", "output": "약 330만 명입니다."},
+    ]
+    path = tmp_path / "rows.jsonl"
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8")
+    frame = load_records(path).frame
+    stats = describe(frame)
+    removed = ExactDedup().run(frame, RunContext()).removed.height
+    assert stats.exact_duplicates == removed == 1
+    assert stats.same_prompt_different_output == 1
+    assert isinstance(frame, pl.DataFrame)

@@ -1,4 +1,5 @@
-"""Exact and semantic dedup: the keep policies, the greedy rule, re-thresholding, the CLI, the samples."""
+"""Exact and semantic dedup: the keep policies, the row and instruction rules, streaming,
+re-thresholding, the CLI, the samples, and the templated-article case."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from click.testing import CliRunner
 
 from kocurate.cli import main
 from kocurate.curate import RunContext
-from kocurate.curate.dedup import ExactDedup, SemanticDedup, SemanticResult, check_threshold
+from kocurate.curate.dedup import (ExactDedup, RowCheck, RowView, SemanticDedup, SemanticResult, check_threshold, compare,
+                                   exact_keys, stream_dedup)
 from kocurate.curate.embed import Embedder
 from kocurate.curate.index import build_index, pair_recall, range_pairs, search_pairs
 from kocurate.errors import InputError
@@ -45,9 +47,10 @@ def _angle_vectors(*cosines_to_first: float) -> list[list[float]]:
 
 
 def test_exact_keeps_longest_output_and_points_at_it():
+    # the Platypus rule (instruction+input key): the longest output wins
     f = frame([("a", "서울의 궁궐을 알려 주세요", "", "짧다"), ("b", "서울의  궁궐을 알려 주세요 ", "", "훨씬 더 긴 답변입니다"),
                ("c", "서울의 궁궐을 알려 주세요", "", "중간 길이"), ("d", "다른 질문", "", "답")])
-    result = ExactDedup().run(f, RunContext())
+    result = ExactDedup(rule="instruction").run(f, RunContext())
     assert result.kept["id"].to_list() == ["b", "d"]
     removed = result.removed.sort("id")
     assert removed["dup_of"].to_list() == ["b", "b"] and removed["similarity"].to_list() == [1.0, 1.0]
@@ -56,9 +59,27 @@ def test_exact_keeps_longest_output_and_points_at_it():
 
 def test_exact_keep_first_and_nfkc_key():
     f = frame([("a", "ＡＢＣ 회사", "입력", "짧다"), ("b", "ABC 회사", "입력", "훨씬 더 긴 답변"), ("c", "ABC 회사", "다른 입력", "x")])
-    result = ExactDedup(keep="first").run(f, RunContext())
+    result = ExactDedup(keep="first", rule="instruction").run(f, RunContext())
     assert result.kept["id"].to_list() == ["a", "c"]
     assert result.removed["dup_of"].to_list() == ["a"]
+    # the row rule keys on the output too: a and b answer differently, so both stay, counted
+    row = ExactDedup(keep="first").run(f, RunContext())
+    assert row.kept["id"].to_list() == ["a", "b", "c"]
+    assert row.stats["same_prompt_different_output"] == 1
+
+
+def test_exact_row_rule_removes_true_copies_and_reports_other_answers():
+    f = frame([("a", "헌법 제10조는 무엇을 규정하나요?", "", "인간의 존엄과 가치를 규정합니다."),
+               ("b", "헌법 제10조는  무엇을 규정하나요? ", "", "인간의 존엄과  가치를 규정합니다."),  # the same row retyped
+               ("c", "헌법 제10조는 무엇을 규정하나요?", "", "행복추구권을 규정합니다."),  # same prompt, another answer
+               ("d", "헌법 제11조는 무엇을 규정하나요?", "", "평등권을 규정합니다.")])
+    result = ExactDedup().run(f, RunContext())
+    assert result.kept["id"].to_list() == ["a", "c", "d"]
+    assert result.removed.select("id", "dup_of").rows() == [("b", "a")]
+    assert result.stats["same_prompt_different_output"] == 1 and result.stats["key"] == "instruction+input+output"
+    keys = exact_keys(f)
+    assert keys[0] == keys[1] != keys[2]
+    assert exact_keys(f, ("instruction", "input"))[0] == exact_keys(f, ("instruction", "input"))[2]
 
 
 def test_row_empty_after_normalisation_is_recorded():
@@ -72,6 +93,8 @@ def test_row_empty_after_normalisation_is_recorded():
 def test_unknown_keep_policy():
     with pytest.raises(InputError, match="--keep newest: unknown policy"):
         ExactDedup(keep="newest")
+    with pytest.raises(InputError, match="--rule prompt: unknown"):
+        ExactDedup(rule="prompt")
 
 
 # ---------------------------------------------------------------------------------------------- semantic
@@ -97,20 +120,22 @@ def test_greedy_compares_with_kept_rows_only():
     f = frame([("a", "A"), ("b", "B"), ("c", "C"), ("d", "D")])
     cos_bc = float(b @ c / np.linalg.norm(c))
     assert cos_bc > 0.9
-    step = SemanticDedup(threshold=0.9, embedder=model)
+    step = SemanticDedup(threshold=0.9, embedder=model, rule="instruction")
     result = step.run(f, RunContext())
     assert result.kept["id"].to_list() == ["a", "c", "d"]
     row = result.removed.row(0, named=True)
     assert (row["id"], row["dup_of"], row["reason"]) == ("b", "a", "semantic-duplicate")
     assert row["similarity"] == pytest.approx(0.95, abs=1e-5)
-    assert "removed, cosine 0.9500 to kept row a" in step.result.explain("b")
+    # the result comes back with the step's result, not kept on the step (issue 11)
+    assert "removed, cosine 0.9500 to kept row a" in result.result.explain("b")
+    assert not hasattr(step, "result")
 
 
 def test_dup_of_is_the_most_similar_kept_row():
     # D is near both A (0.91) and C (0.97); both kept; D must point at C.
     model = TableEmbedder({"A": [1, 0, 0], "C": [0, 1, 0], "D": [0.91, 0.97, 0.0], "B": [0, 0, 1]})
     f = frame([("a", "A"), ("b", "B"), ("c", "C"), ("d", "D")])
-    result = SemanticDedup(threshold=0.6, embedder=model).run(f, RunContext())
+    result = SemanticDedup(threshold=0.6, embedder=model, rule="instruction").run(f, RunContext())
     assert result.removed["dup_of"].to_list() == ["c"]
 
 
@@ -175,7 +200,9 @@ def test_cli_dedup_writes_removed_rows_with_twins_and_explain_shows_them(tmp_pat
     src = _write_jsonl(tmp_path / "in.jsonl", ROWS)
     out = tmp_path / "out"
     runner = CliRunner()
-    result = runner.invoke(main, ["dedup", str(src), "-o", str(out), "--cache-dir", str(tmp_path / "cache")])
+    # the Platypus rule: r1/r2 share an instruction (r2 has the longer output), r3 is a paraphrase
+    result = runner.invoke(main, ["dedup", str(src), "-o", str(out), "--cache-dir", str(tmp_path / "cache"),
+                                  "--rule", "instruction"])
     assert result.exit_code == 0, result.output
     assert "semantic-dedup" in result.output and "exact-dedup" in result.output
     kept = pl.read_parquet(next((out / "data").glob("*.parquet")))
@@ -222,7 +249,7 @@ def test_cli_unresolvable_embedder(tmp_path):
 # ---------------------------------------------------------------------------------------------- samples
 
 
-def _sample_scores(samples: Path, cache: Path, threshold: float | None):
+def _sample_scores(samples: Path, cache: Path, threshold: float | None, rule: str = "row"):
     from kocurate.curate.pipeline import run_pipeline
     from kocurate.records import load_records
 
@@ -231,7 +258,7 @@ def _sample_scores(samples: Path, cache: Path, threshold: float | None):
         pytest.skip("samples/ko_instructions.jsonl not generated yet")
     planted = [json.loads(line) for line in truth.read_text(encoding="utf-8").splitlines() if line.strip()]
     pairs = {p["id"]: p["of"] for p in planted if p["kind"] in ("exact", "edit", "reorder", "paraphrase")}
-    result = run_pipeline([load_records(data)], [ExactDedup(), SemanticDedup(threshold=threshold)], None,
+    result = run_pipeline([load_records(data)], [ExactDedup(rule=rule), SemanticDedup(threshold=threshold, rule=rule)], None,
                           ctx=RunContext(cache_dir=cache))
     gone = set(result.removed.filter(pl.col("step").is_in(["exact-dedup", "semantic-dedup"]))["id"].to_list())
     # a planted pair is found when either of its rows goes (greedy keeps the first seen)
@@ -241,11 +268,12 @@ def _sample_scores(samples: Path, cache: Path, threshold: float | None):
 
 
 def test_default_embedder_finds_planted_near_duplicates(samples, request):
-    """The issue's goal: >= 90% of planted near-duplicates found with <= 2% false removals.
+    """>= 90% of planted near-duplicates found with <= 2% false removals, under the default row rule.
 
-    Measured (benchmarks/results/dedup.md): at the default threshold 0.8, 94.4% found with 1.3%
-    false removals; at 0.85, 93.3% with 0.1%. (An earlier draft of the samples, with more
-    same-template rows on other topics, gave 91.1% / 2.5% at 0.8.)
+    Measured (benchmarks/results/neardup.md): row rule 96.3% found, 0.13% of rows removed
+    wrongly; instruction rule at 0.8: 94.4% / 1.07%. The row rule misses only planted "exact"
+    copies whose answer was cut to its first sentence: another (shorter) answer, which the row
+    rule keeps by design.
     """
     # pytest's own cache folder keeps the embeddings between runs (the first run embeds ~3000 rows)
     cache = Path(request.config.cache.mkdir("kocurate-embeddings"))
@@ -253,7 +281,7 @@ def test_default_embedder_finds_planted_near_duplicates(samples, request):
     assert found >= 0.90, f"found {found:.1%}"
     assert false <= 0.02, f"false removals {false:.1%}"
     strict_found, strict_false = _sample_scores(samples, cache, 0.9)
-    assert strict_false <= false and strict_found <= found  # a higher threshold removes less
+    assert strict_false <= false and strict_found <= found  # a higher candidate threshold removes less
 
 
 def test_knn_range_fallback_equals_range_search():
@@ -289,7 +317,7 @@ def test_corrupt_removed_parquet_is_a_one_line_error(tmp_path):
     src = _write_jsonl(tmp_path / "in.jsonl", ROWS)
     out = tmp_path / "out"
     runner = CliRunner()
-    result = runner.invoke(main, ["dedup", str(src), "-o", str(out), "--embedder", "lexical", "--no-cache"])
+    result = runner.invoke(main, ["dedup", str(src), "-o", str(out), "--embedder", "lexical", "--no-cache", "--rule", "instruction"])
     assert result.exit_code == 0, result.output
     shard = next((out / "removed").glob("train-*.parquet"))
     shard.write_bytes(b"not parquet at all")
@@ -297,3 +325,152 @@ def test_corrupt_removed_parquet_is_a_one_line_error(tmp_path):
     assert shown.exit_code != 0 and "not a readable parquet file" in shown.output and "Traceback" not in shown.output
     again = runner.invoke(main, ["dedup", str(out), "-o", str(tmp_path / "out2"), "--embedder", "lexical", "--no-cache"])
     assert again.exit_code != 0 and "not a readable parquet file" in again.output and "Traceback" not in again.output
+
+
+# ---------------------------------------------------------------------------------------------- the row rule
+
+
+LAW = ["인간의 존엄과 가치 및 행복추구권", "법 앞의 평등", "신체의 자유", "형벌불소급과 이중처벌 금지", "거주와 이전의 자유",
+       "직업선택의 자유", "주거의 자유", "사생활의 비밀과 자유", "통신의 비밀", "양심의 자유", "종교의 자유", "언론·출판·집회·결사의 자유",
+       "학문과 예술의 자유", "재산권 보장", "선거권", "공무담임권", "청원권", "재판을 받을 권리", "형사보상청구권", "국가배상청구권",
+       "범죄피해자 구조청구권", "교육을 받을 권리", "근로의 권리", "근로3권", "인간다운 생활을 할 권리", "환경권", "혼인과 가족생활의 보장",
+       "기본권 제한의 한계", "납세의 의무", "국방의 의무"]
+
+
+def _law_rows():
+    return frame([(f"art{n}", f"헌법 제{n}조는 무엇을 규정하나요?", "", f"헌법 제{n}조는 {what}을(를) 규정합니다.")
+                  for n, what in zip(range(10, 40), LAW)])
+
+
+def test_templated_law_articles_are_all_kept_by_the_default_rule():
+    """One question per constitution article, distinct answers: no distinct row may go.
+
+    The instruction rule (cosine of the question alone) removes most of them: the test would fail
+    if the default fell back to it."""
+    f = _law_rows()
+    ctx = RunContext()
+    kept = ExactDedup().run(f, ctx).kept
+    result = SemanticDedup().run(kept, ctx)  # default embedder, row rule, default threshold
+    assert result.kept.height == f.height, result.removed.select("id", "dup_of", "detail").rows()
+    platypus = SemanticDedup(rule="instruction").run(kept, ctx)
+    assert platypus.removed.height > f.height // 2
+
+
+KOREAN = [
+    ("k1", "김치찌개를 맛있게 끓이는 방법을 알려 주세요.", "", "잘 익은 김치와 돼지고기를 먼저 볶은 뒤 물을 붓고 푹 끓입니다."),
+    ("k2", "김치찌개를 맛있게 끓이는 법을 알려 줘.", "", "잘 익은 김치와 돼지고기를 먼저 볶은 뒤 물을 붓고 푹 끓입니다."),
+    ("k3", "질문입니다. 김치찌개를  맛있게 끓이는 방법을 알려 주세요.", "", "잘 익은 김치와 돼지고기를 먼저 볶은 뒤 물을 붓고 푹 끓입니다."),
+    ("k4", "김치찌개를 맛있게 끓이는 방법을 알려 주세요.", "", "돼지고기 대신 참치 통조림을 넣고 신김치를 충분히 볶아서 끓이면 됩니다."),
+    ("k5", "된장찌개를 맛있게 끓이는 방법을 알려 주세요.", "", "멸치 육수에 된장을 풀고 두부와 애호박을 넣어 끓입니다."),
+    ("k6", "한 개에 1,500원인 물건을 4개 사면 모두 얼마인가요?", "", "1,500원 × 4개 = 6,000원입니다."),
+    ("k7", "한 개에 1,500원인 물건을 7개 사면 모두 얼마인가요?", "", "1,500원 × 7개 = 10,500원입니다."),
+    ("k8", "한 개에 1500원인 물건을 4개 사면 모두 얼마인가요?", "", "1,500원 × 4개 = 6,000원입니다."),
+]
+
+
+@pytest.mark.parametrize("embedder", ["default", "lexical"])
+def test_row_rule_removes_surface_edits_and_keeps_other_answers_numbers_and_topics(embedder):
+    result = SemanticDedup(embedder=embedder).run(frame(KOREAN), RunContext())
+    removed = dict(result.removed.select("id", "dup_of").rows())
+    # 주세요 -> 줘 and 방법 -> 법; added framing and a doubled space; the same number written 1500
+    assert removed == {"k2": "k1", "k3": "k1", "k8": "k6"}, result.removed.select("id", "dup_of", "detail").rows()
+    detail = result.removed.filter(pl.col("id") == "k2")["detail"][0]
+    assert detail.startswith("row rule") and "output n-gram" in detail and "cosine" in detail
+
+
+def test_compare_says_why_a_pair_is_kept():
+    check = RowCheck()
+    view = lambda r: RowView.of({"instruction": r[1], "input": r[2], "output": r[3]}, check)  # noqa: E731
+    rows = {r[0]: view(r) for r in KOREAN}
+    assert compare(rows["k6"], rows["k7"], 0.95, check)["why"].startswith("numbers differ")
+    assert compare(rows["k1"], rows["k4"], 0.99, check)["why"].startswith("outputs differ")
+    same = compare(rows["k1"], rows["k2"], 0.9, check, full=True)
+    assert same["duplicate"] and same["path"] == "surface edit" and same["numbers_same"]
+    city = lambda c: view(("x", f"{c}은 어느 지역에 속하나요?", "", f"{c}은 강원 지역에 속하는 도시로 바다와 산이 모두 가깝습니다."))  # noqa: E731
+    other = compare(city("춘천"), city("강릉"), 0.95, check, full=True)
+    assert not other["duplicate"] and other["entity_conflict"] == "춘천 / 강릉" and other["output_overlap"] >= 0.8
+
+
+def test_streamed_instruction_rule_equals_the_all_pairs_result():
+    rng = np.random.default_rng(7)
+    base = rng.standard_normal((60, 16)).astype(np.float32)
+    noisy = base[rng.integers(0, 60, 240)] + 0.4 * rng.standard_normal((240, 16)).astype(np.float32)
+    vectors = np.vstack([base, noisy])
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = [f"r{i}" for i in range(len(vectors))]
+    whole = SemanticResult.from_pairs(ids, search_pairs(vectors, 0.8), 0.8)
+    streamed = stream_dedup(ids, vectors, 0.8, rule="instruction", method="exact", block=37, max_edges=1000)
+    assert whole.removed_count > 20
+    assert np.array_equal(whole.kept, streamed.kept) and np.array_equal(whole.dup_of, streamed.dup_of)
+    # memory is bounded by a block: no block held all the pairs at once
+    assert streamed.stats["max_block_pairs"] < streamed.stats["candidate_pairs"]
+    for t in (0.85, 0.9):  # re-thresholding the streamed edges equals a fresh search
+        fresh = SemanticResult.from_pairs(ids, search_pairs(vectors, t), t)
+        assert np.array_equal(streamed.rethreshold(t).kept, fresh.kept)
+
+
+def test_clustered_rows_keep_at_most_max_edges_per_row():
+    rng = np.random.default_rng(3)
+    center = rng.standard_normal(32).astype(np.float32)
+    vectors = center + 0.05 * rng.standard_normal((400, 32)).astype(np.float32)  # one tight cluster: 80k pairs
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    result = stream_dedup([str(i) for i in range(400)], vectors, 0.9, rule="instruction", method="exact", block=64, max_edges=5)
+    assert result.removed_count == 399 and result.kept[0]
+    assert int(np.diff(result.lims).max()) <= 5 and result.truncated > 0
+    assert result.edge_j.size <= 5 * 400 < result.stats["candidate_pairs"]
+
+
+def test_cli_row_rule_manifest_records_resolved_parameters(tmp_path):
+    src = _write_jsonl(tmp_path / "in.jsonl", [
+        {"id": r[0], "instruction": r[1], "input": r[2], "output": r[3]} for r in KOREAN])
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["dedup", str(src), "-o", str(out), "--embedder", "lexical", "--no-cache"])
+    assert result.exit_code == 0, result.output
+    assert "same prompt, different output" in result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    exact, semantic = manifest["steps"][-2:]
+    assert exact["params"]["rule"] == "row" and exact["stats"]["same_prompt_different_output"] == 1
+    stats = semantic["stats"]
+    assert stats["rule"] == "row" and stats["threshold"] == 0.5 and "lexical" in stats["threshold_from"]
+    assert stats["second_stage"]["ngram"] == 4 and stats["second_stage"]["output_overlap"] == 0.8
+    removed = pl.read_parquet(next((out / "removed").glob("*.parquet")))
+    assert sorted(removed["id"].to_list()) == ["k2", "k3", "k8"]
+
+
+def test_cli_columns_naming_a_missing_or_empty_column(tmp_path):
+    src = _write_jsonl(tmp_path / "in.jsonl", ROWS)
+    runner = CliRunner()
+    missing = runner.invoke(main, ["dedup", str(src), "-o", str(tmp_path / "o"), "--columns", "instruction,question"])
+    assert missing.exit_code == 2 and "no column 'question'" in missing.output and "instruction" in missing.output
+    assert len([l for l in missing.output.splitlines() if l.strip()]) == 1 and "Traceback" not in missing.output
+    empty = runner.invoke(main, ["dedup", str(src), "-o", str(tmp_path / "o"), "--columns", "input"])
+    assert empty.exit_code == 2 and "column 'input' is empty in every row" in empty.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_st_embedder_row_rule_resolves_its_own_default(tiny_st_encoder):
+    """The st: path under the row rule (the tiny test encoder, not a calibrated model): its
+    family default is used and recorded, and the templated articles still all stay."""
+    result = SemanticDedup(embedder=f"st:{tiny_st_encoder}").run(_law_rows(), RunContext())
+    assert result.stats["threshold"] == 0.7 and "st embedders" in result.stats["threshold_from"]
+    assert result.kept.height == 30
+
+
+def test_cli_method_minhash_composes_with_exact(tmp_path):
+    pytest.importorskip("kocurate.curate.minhash")
+    src = _write_jsonl(tmp_path / "in.jsonl", [
+        {"id": r[0], "instruction": r[1], "input": r[2], "output": r[3]} for r in KOREAN])
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["dedup", str(src), "-o", str(out), "--method", "minhash", "--no-cache"])
+    assert result.exit_code == 0, result.output
+    steps = [s["name"] for s in json.loads((out / "manifest.json").read_text())["steps"]]
+    assert steps[-2:] == ["exact-dedup", "minhash-dedup"] and "semantic-dedup" not in steps
+
+
+def test_row_rule_rethreshold_removes_less_at_a_higher_candidate_cosine():
+    rows = frame(KOREAN + [(f"x{n}", f"헌법 제{n}조는 무엇을 규정하나요?", "", f"제{n}조의 내용입니다.") for n in range(1, 8)])
+    result = SemanticDedup(embedder="lexical", threshold=0.3).run(rows, RunContext()).result
+    counts = result.counts_at([0.3, 0.5, 0.7, 0.9, 0.99])
+    assert list(counts.values()) == sorted(counts.values(), reverse=True) and counts[0.3] >= 3
+    # exact-text twins need no cosine: the same long answer (k2, k3), the same squashed prompt (k8)
+    assert {r[0] for r in result.rethreshold(0.99).removals()} == {"k2", "k3", "k8"}

@@ -495,5 +495,173 @@ def test_token_sources_and_offline_guard(tmp_path, hub_env, monkeypatch):
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     plan = hub.plan_push(make_folder(tmp_path / "ko-set"), "me/ko-set", endpoint="http://127.0.0.1:9")
-    with pytest.raises(Exception, match="HF_HUB_OFFLINE"):
-        hub.push(plan, TOKEN)
+    try:
+        with pytest.raises(Exception, match="HF_HUB_OFFLINE"):
+            hub.push(plan, TOKEN)
+    finally:
+        plan.cleanup()  # its staging folder (the benchmark match is left out of removed/)
+
+
+# ------------------------------------------------------------------------------ adapter folders (issue 15)
+
+
+@pytest.fixture(scope="module")
+def adapter_folder(tiny_gpt_neox, tmp_path_factory) -> Path:
+    """An adapter folder written by the real `kocurate train` (TRL) on the tiny GPT-NeoX, with --merge."""
+    import torch
+
+    from kocurate.publish.model_card import render_model_card
+    from kocurate.train import train
+    from kocurate.train.config import TrainConfig
+
+    root = tmp_path_factory.mktemp("adapter")
+    data = _jsonl(root / "rows.jsonl", [{k: v for k, v in r.items() if k != "id"} for r in ROWS[:6] * 2])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = train(TrainConfig(data=str(data), model=str(tiny_gpt_neox), output=str(root / "lora"), max_steps=2,
+                                   batch_size=4, template="koalpaca", save_steps=1, merge=True),
+                       progress=False, render_card=render_model_card)
+    finally:
+        torch.set_num_threads(threads)
+    return result.adapter_dir
+
+
+def _adapter_copy(adapter_folder: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(adapter_folder, tmp_path / "my-lora", symlinks=True))
+
+
+def _snapshot(folder: Path) -> dict:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+ADAPTER_UPLOAD = {"README.md", "adapter_config.json", "adapter_model.safetensors", "train_report.json", "train_log.jsonl",
+                  "tokenizer.json", "tokenizer_config.json"}
+
+
+def test_adapter_folder_goes_to_a_model_repo_in_one_commit_without_local_paths(adapter_folder, tmp_path, hub_env, fake_hub):
+    folder = _adapter_copy(adapter_folder, tmp_path)
+    assert (folder / "checkpoints").is_dir() and (folder / "merged").is_dir() and (folder / "train_run.json").is_file()
+    (folder / ".notes").write_text("private")
+    before = _snapshot(folder)
+    result = CliRunner().invoke(main, ["push-to-hub", str(folder), "me/tiny-lora", "--token-file", str(hub_env),
+                                       "--endpoint", fake_hub.url], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    repo = fake_hub.repos["me/tiny-lora"]
+    assert repo["type"] == "model" and repo["private"] is True and len(repo["commits"]) == 1
+    assert any(r["path"].startswith("/api/models/me/tiny-lora/commit/main") for r in fake_hub.requests)
+    files = fake_hub.files("me/tiny-lora")
+    assert set(files) == ADAPTER_UPLOAD  # no checkpoints/, merged/, train_run.json or dotfiles
+    for name in ("adapter_model.safetensors", "tokenizer.json", "train_log.jsonl"):
+        assert files[name] == before[name]  # byte-identical
+    # the uploaded report, config and card name no path of this machine; the local files are unchanged
+    for name in ("train_report.json", "adapter_config.json", "README.md"):
+        text = files[name].decode()
+        assert str(tmp_path.parent) not in text and "/tmp/" not in text, name  # pytest's base folder holds both
+    local_report = json.loads(before["train_report.json"])
+    assert str(adapter_folder.parent) in before["train_report.json"].decode()  # the local report does name them
+    report = json.loads(files["train_report.json"])
+    assert report["data_fingerprint"] == local_report["data_fingerprint"] and report["steps"] == 2
+    assert report["merged_dir"] == "merged" and report["data"]["path"] == "<local>/rows.jsonl"
+    assert report["model"] == f"<local>/{Path(local_report['model']).name}"
+    assert json.loads(files["adapter_config.json"])["r"] == json.loads(before["adapter_config.json"])["r"]
+    card = files["README.md"].decode()
+    assert card.startswith("---\n") and "library_name: peft" in card and local_report["data_fingerprint"] in card
+    assert _snapshot(folder) == before
+    flat = " ".join(result.output.split())  # rich wraps lines
+    assert "not published: " in flat and "checkpoints/" in flat and "train_run.json" in flat and ".notes" in flat
+    assert TOKEN.encode() not in b"".join(files.values()) and TOKEN not in result.output
+
+
+def test_adapter_dry_run_lists_files_renders_a_missing_card_and_writes_nothing(adapter_folder, tmp_path, hub_env, fake_hub):
+    import tempfile
+
+    folder = _adapter_copy(adapter_folder, tmp_path)
+    (folder / "README.md").unlink()
+    before = _snapshot(folder)
+    staged_before = set(Path(tempfile.gettempdir()).glob("kocurate-push-*"))
+    result = CliRunner().invoke(main, ["push-to-hub", str(folder), "me/tiny-lora", "--dry-run", "--include-merged",
+                                       "--endpoint", fake_hub.url], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    for name in sorted(ADAPTER_UPLOAD) + ["merged/model.safetensors", "merged/config.json"]:
+        assert name in result.output, name
+    assert "nothing was sent" in result.output and "(model, private if created)" in result.output
+    assert "rendered from train_report.json" in " ".join(result.output.split())  # rich wraps lines
+    assert fake_hub.requests == []
+    assert _snapshot(folder) == before and not (folder / "README.md").exists()  # no card written by a dry run
+    assert set(Path(tempfile.gettempdir()).glob("kocurate-push-*")) == staged_before
+
+    plan = hub.plan_adapter_push(folder, "me/tiny-lora", include_merged=True)
+    try:
+        card = next(f for f in plan.files if f.path_in_repo == "README.md").local.read_text(encoding="utf-8")
+        assert "LoRA adapter" in card and str(tmp_path) not in card
+        assert not any(f.path_in_repo.startswith(("checkpoints/", ".")) for f in plan.files)
+    finally:
+        plan.cleanup()
+
+
+def test_adapter_push_with_merged_model(adapter_folder, tmp_path, hub_env, fake_hub):
+    folder = _adapter_copy(adapter_folder, tmp_path)
+    result = CliRunner().invoke(main, ["push-to-hub", str(folder), "me/tiny-lora", "--include-merged",
+                                       "--token-file", str(hub_env), "--endpoint", fake_hub.url])
+    assert result.exit_code == 0, result.output
+    files = fake_hub.files("me/tiny-lora")
+    assert files["merged/model.safetensors"] == (folder / "merged" / "model.safetensors").read_bytes()
+    assert set(files) - ADAPTER_UPLOAD == {p.relative_to(folder).as_posix() for p in (folder / "merged").iterdir()}
+    assert all(str(tmp_path) not in files[n].decode() for n in files if n.endswith(".json"))
+
+
+@pytest.mark.parametrize("case", ["dataset-flag", "license", "no-weights", "bad-report", "bad-card", "no-merged",
+                                  "merged-on-dataset", "token-in-file"])
+def test_adapter_bad_input_is_one_line_before_any_request(case, adapter_folder, tmp_path, hub_env, fake_hub):
+    import shutil
+
+    folder = _adapter_copy(adapter_folder, tmp_path)
+    args = ["push-to-hub", str(folder), "me/tiny-lora", "--token-file", str(hub_env), "--endpoint", fake_hub.url]
+    if case == "dataset-flag":
+        args.append("--exclude-removed")
+        expect = ["--exclude-removed applies to dataset folders", "adapter_config.json"]
+    elif case == "license":
+        args += ["--license", "mit"]
+        expect = ["--license applies to dataset folders", "README.md"]
+    elif case == "no-weights":
+        (folder / "adapter_model.safetensors").unlink()
+        expect = ["no adapter_model.safetensors", "--resume"]
+    elif case == "bad-report":
+        (folder / "train_report.json").write_text("{not json")
+        expect = ["train_report.json: not readable JSON", "--resume"]
+    elif case == "bad-card":
+        (folder / "README.md").write_text("---\nlicense: [unclosed\n---\n# card\n")
+        expect = ["README.md: its YAML metadata does not parse", "delete README.md"]
+    elif case == "no-merged":
+        shutil.rmtree(folder / "merged")
+        args.append("--include-merged")
+        expect = ["no merged/ model", "--merge"]
+    elif case == "merged-on-dataset":
+        args = ["push-to-hub", str(make_folder(tmp_path / "ko-set")), "me/ko-set", "--include-merged", "--dry-run"]
+        expect = ["--include-merged applies to adapter folders"]
+    else:  # the token pasted into a file that goes up: refused, nothing sent
+        tok = folder / "tokenizer.json"
+        tok.write_text(tok.read_text(encoding="utf-8").replace('"version"', f'"note": "{TOKEN}", "version"', 1), encoding="utf-8")
+        expect = ["tokenizer.json: holds your Hub token", "nothing was sent"]
+    line = one_line_error(CliRunner().invoke(main, args))
+    for text in expect:
+        assert text in line, line
+    assert TOKEN not in line
+    assert fake_hub.requests == []
+
+
+def test_tokens_and_local_paths_in_the_card_are_scrubbed_from_the_upload_only(adapter_folder, tmp_path, hub_env):
+    folder = _adapter_copy(adapter_folder, tmp_path)
+    readme = folder / "README.md"
+    local = readme.read_text(encoding="utf-8") + f"\nmy notes: {folder}/checkpoints and hf_{'x' * 34}\n"
+    readme.write_text(local, encoding="utf-8")
+    plan = hub.plan_adapter_push(folder, "me/tiny-lora")
+    try:
+        card = next(f for f in plan.files if f.path_in_repo == "README.md").local.read_text(encoding="utf-8")
+        assert "my notes: ./checkpoints and hf_***" in card and str(tmp_path) not in card
+        assert readme.read_text(encoding="utf-8") == local
+    finally:
+        plan.cleanup()

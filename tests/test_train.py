@@ -661,3 +661,87 @@ def test_bf16_path_keeps_the_base_in_bf16_and_the_adapter_in_fp32(neox, data_fil
     assert all(d == torch.float32 for n, d in dtypes.items() if "lora_" in n)
     assert all(d == torch.bfloat16 for n, d in dtypes.items() if "lora_" not in n)
     assert result.report["final_loss"] == result.report["final_loss"]  # not NaN
+
+
+# ------------------------------------------------------------------------------------------------
+# one atomic-write home (issue 11/13): merged/, the adapter files, train-eval --overwrite
+
+
+def test_merge_and_adapter_writes_replace_through_the_house_guard(neox, data_file, tmp_path, monkeypatch):
+    """merged/ is swapped in whole (the old model stays when the new save fails), and write_adapter leaves
+    no temporary or lock behind, and no train_report.json claiming an adapter it did not finish."""
+    from kocurate.train import sft
+
+    out = tmp_path / "a"
+    result = train(cfg(data_file, neox, out, max_steps=2, merge=True), progress=False)
+    merged = Path(result.report["merged_dir"])
+    assert merged == out / "merged" and (merged / "config.json").is_file()
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []  # no .merged.tmp, no lock, no .adapter
+    old = {p.name: p.read_bytes() for p in merged.iterdir()}
+
+    import transformers
+
+    def broken_save(self, *args, **kwargs):
+        Path(args[0], "model.safetensors").write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(transformers.PreTrainedModel, "save_pretrained", broken_save)
+    from transformers import AutoTokenizer
+
+    with pytest.raises(OSError, match="No space"):
+        sft.merge_adapter(str(neox), out, AutoTokenizer.from_pretrained(out))
+    assert {p.name: p.read_bytes() for p in merged.iterdir()} == old  # the old merged model, untouched
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []  # the temporary is gone
+    monkeypatch.undo()
+
+    class FailingModel:
+        def save_pretrained(self, folder):
+            Path(folder, "adapter_model.safetensors").write_bytes(b"half")
+            raise OSError(28, "No space left on device")
+
+    adapter_before = (out / "adapter_model.safetensors").read_bytes()
+    with pytest.raises(OSError, match="No space"):
+        sft.write_adapter(FailingModel(), AutoTokenizer.from_pretrained(out), out)
+    assert (out / "adapter_model.safetensors").read_bytes() == adapter_before and (out / "train_report.json").is_file()
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
+
+
+def test_train_eval_overwrite_keeps_the_old_run_until_the_new_one_is_whole(data_file, tmp_path, monkeypatch):
+    """`train-eval --overwrite` builds the new run beside OUT and swaps it in: a run that fails leaves the old
+    report folder as it was, one that ends replaces it whole, and the result points into OUT."""
+    from kocurate.experiment import runner
+    from kocurate.experiment.config import ExperimentConfig
+
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "report.md").write_text("the old run")
+    (out / runner.MARKER).write_text("{}")
+    seen = []
+
+    def failing_run(config, arms, loaded, folder, log, progress):
+        seen.append(folder)
+        (folder / "arms").mkdir()
+        raise InputError("the model refused")
+
+    monkeypatch.setattr(runner, "_run", failing_run)
+    config = ExperimentConfig(arms=[f"full={data_file}"], output=out, overwrite=True, train={"model": "no/such-model"})
+    with pytest.raises(InputError, match="refused"):
+        runner.run_experiment(config, log=lambda _: None)
+    assert seen[0] != out and seen[0].parent == out.parent  # it never wrote into OUT itself
+    assert sorted(p.name for p in out.iterdir()) == sorted(["report.md", runner.MARKER])
+    assert (out / "report.md").read_text() == "the old run"
+    assert [p.name for p in tmp_path.iterdir() if p.name != "report"] == []  # no temporary or lock left beside OUT
+
+    def good_run(config, arms, loaded, folder, log, progress):
+        units = runner.plan_units(config, arms, folder)
+        for unit in units:
+            unit.folder.mkdir(parents=True)
+            (unit.folder / "scores.json").write_text("{}")
+        return runner.ExperimentResult(config, arms, units, {}, {})
+
+    monkeypatch.setattr(runner, "_run", good_run)
+    result = runner.run_experiment(config, log=lambda _: None)
+    assert not (out / "report.md").exists() and (out / runner.MARKER).is_file() and (out / runner.LOG_FILE).is_file()
+    assert [u.folder for u in result.units] == [out / "arms" / "base" / "eval-only", out / "arms" / "full" / "seed-1"]
+    assert all((u.folder / "scores.json").is_file() for u in result.units)
+    assert [p.name for p in tmp_path.iterdir() if p.name != "report"] == []

@@ -34,7 +34,8 @@ def inspect_cmd(path, preset, mapping, split, as_json, top):
     head = Table(title=f"{path}", title_justify="left", show_header=False)
     head.add_row("rows", f"{stats.rows:,}")
     head.add_row("columns", ", ".join(stats.columns))
-    head.add_row("exact duplicates (instruction+input)", f"{stats.exact_duplicates:,}")
+    head.add_row("exact duplicates (instruction+input+output)", f"{stats.exact_duplicates:,}")
+    head.add_row("same prompt, different output", f"{stats.same_prompt_different_output:,}")
     if stats.tasks:
         head.add_row("tasks", f"{stats.tasks:,}")
     console.print(head)

@@ -1,4 +1,4 @@
-"""`kocurate dedup`, `kocurate explain` and `kocurate decontaminate`.
+"""`kocurate dedup` and `kocurate explain`: parse, call the library (curate.dedup, curate.explain), render.
 
 Only light imports here: the embedders load numpy models / torch inside the commands.
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from .options import (apply, embed_options, input_options, load_inputs, output_options, refuse_empty,
@@ -24,78 +25,146 @@ _optional_output = [
 @click.argument("inputs", nargs=-1, required=True)
 @apply(input_options)
 @apply(_optional_output)
+@click.option("--rule", type=click.Choice(["row", "instruction"]), default="row", show_default=True,
+              help="What makes two rows duplicates. row: the same example (instruction, input AND output; semantic "
+                   "candidates checked on Korean jamo n-grams, numbers and named things). instruction: Platypus's rule "
+                   "(instruction+input only: exact key without the output, cosine alone).")
 @click.option("--threshold", default=None, type=float, metavar="COSINE",
-              help="A row is kept only if its max cosine to rows already kept is <= this, in (0, 1]. "
-                   "Default: the embedder's calibrated value (default/use 0.8, lexical 0.8, st: 0.9). "
-                   "Platypus used 0.7 with all-MiniLM-L6-v2.")
+              help="row rule: the candidate cosine (default per embedder: default/use 0.6, lexical 0.5, st: 0.7). "
+                   "instruction rule: a row is kept only if its max cosine to kept rows is <= this "
+                   "(default/use 0.8, lexical 0.8, st: 0.9; Platypus used 0.7 with all-MiniLM-L6-v2). In (0, 1].")
 @apply(embed_options)
 @click.option("--keep", type=click.Choice(["longest-output", "first"]), default="longest-output", show_default=True,
               help="Which row of an exact-duplicate group stays: the one with the longest output (Platypus) or the first.")
-@click.option("--columns", default="instruction,input", show_default=True, metavar="COL,...",
-              help="Columns whose normalised text is the duplicate key and the embedded text.")
-@click.option("--exact-only", is_flag=True, help="Only remove exact duplicates (no embeddings).")
+@click.option("--columns", default=None, metavar="COL,...",
+              help="Columns of the request: the embedded text and, with the output, the duplicate key "
+                   "[default: instruction,input].")
+@click.option("--method", type=click.Choice(["semantic", "minhash", "minhash+semantic", "exact"]), default="semantic",
+              show_default=True,
+              help="After exact dedup: semantic near-duplicates (embeddings), MinHash-LSH on character shingles "
+                   "(fast lexical path for large corpora), both, or nothing more.")
+@click.option("--exact-only", is_flag=True, help="Only remove exact duplicates (no embeddings); same as --method exact.")
 @click.option("--search", type=click.Choice(["auto", "exact", "ivf"]), default="auto", show_default=True,
               help="Neighbour search: exact FAISS flat index, IVF (approximate, for large sets), or auto (exact up to 20k rows).")
 @click.option("--analyze", is_flag=True,
               help="Write nothing: print the nearest-neighbour cosine distribution and how many rows would go at "
                    "several thresholds, to choose --threshold.")
-def dedup_cmd(inputs, preset, mapping, split, output, overwrite, seed, threshold, embedder, cache_dir, no_cache,
-              keep, columns, exact_only, search, analyze):
-    """Remove exact and semantic near-duplicates from INPUTS (files, folders or Hub ids).
+def dedup_cmd(inputs, preset, mapping, split, output, overwrite, seed, rule, threshold, embedder, cache_dir, no_cache,
+              keep, columns, method, exact_only, search, analyze):
+    """Remove exact and near-duplicate rows from INPUTS (files, folders or Hub ids).
 
     \b
-    1. exact: rows with the same NFKC, whitespace-folded instruction+input; one stays (--keep).
-    2. semantic: rows embedded (instruction + " " + input), then greedy in input order: a row
-       stays only if its max cosine to the rows already kept is <= --threshold.
-    Removed rows go to OUTPUT/removed/ with dup_of (the kept twin's id) and similarity.
+    1. exact: rows with the same NFKC, whitespace-folded instruction+input+output; one stays
+       (--keep). Rows sharing an instruction+input with another output are counted, not removed
+       (--rule instruction removes them: Platypus).
+    2. near-duplicates, greedy in input order: a row goes when an earlier kept row is the same
+       example. Row rule (default): embedding cosine >= --threshold (or the same squashed prompt
+       or long answer) finds candidates; a candidate is a duplicate only when the numbers match,
+       the two rows are not about different named things, the answers and inputs overlap and the
+       requests overlap (or share their subject with the same long answer).
+    Removed rows go to OUTPUT/removed/ with dup_of (the kept twin's id), similarity and every
+    signal in detail: `kocurate explain OUTPUT` shows both whole rows.
 
     \b
     Examples:
       kocurate dedup samples/ko_instructions.jsonl --analyze
-      kocurate dedup samples/ko_instructions.jsonl -o out/dedup --threshold 0.85
-      kocurate dedup data.jsonl -o out/dedup --embedder st:BM-K/KoSimCSE-roberta-multitask --threshold 0.9
+      kocurate dedup samples/ko_instructions.jsonl -o out/dedup
+      kocurate dedup data.jsonl -o out/dedup --rule instruction --threshold 0.7     # Platypus
+      kocurate dedup big.jsonl -o out/dedup --method minhash
       kocurate explain out/dedup
     """
-    from ..curate import run_pipeline
     from ..curate.dedup import ExactDedup, SemanticDedup
     from ..curate.dedup import analyze as analyze_rows
+    from ..curate.dedup import check_columns
+    from ..curate.pipeline import combine_inputs, run_pipeline
 
     threshold = threshold_option(threshold)
-    cols = tuple(c.strip() for c in columns.split(",") if c.strip())
+    cols = tuple(c.strip() for c in (columns or "instruction,input").split(",") if c.strip())
+    if not cols:
+        raise click.UsageError("--columns is empty; name the request columns, e.g. --columns instruction,input")
+    if exact_only:
+        method = "exact"
     if not analyze and output is None:
         raise click.UsageError("missing -o/--output (or pass --analyze to only look)")
     sources = load_inputs(inputs, preset, mapping, split)
     refuse_empty(inputs, sources)
+    check_columns(combine_inputs(sources), cols)
     ctx = run_context(seed, cache_dir, no_cache)
-    exact = ExactDedup(columns=cols, keep=keep)
+    exact = ExactDedup(columns=cols, keep=keep, rule=rule)
     if analyze:
         from ..curate.normalize import DropEmpty
-        from ..curate.pipeline import combine_inputs
 
         frame = DropEmpty().run(combine_inputs(sources), ctx).kept
         if not frame.height:
             raise click.UsageError(f"{', '.join(inputs)}: no rows to analyse")
-        if exact_only:
+        if method == "exact":
             result = exact.run(frame, ctx)
             console.print(f"exact duplicates: {result.stats['exact_duplicates']:,} of {frame.height:,} rows")
+            _print_same_prompt(result.stats)
             return
-        report = analyze_rows(frame, ctx, embedder=embedder, columns=cols, search=search, exact_step=exact)
+        report = analyze_rows(frame, ctx, embedder=embedder, columns=cols, search=search, exact_step=exact, rule=rule)
         _print_analysis(report, threshold)
         return
-    steps = [exact] if exact_only else [exact, SemanticDedup(threshold=threshold, embedder=embedder, columns=cols, search=search)]
+    steps = [exact]
+    if method in ("minhash", "minhash+semantic"):
+        steps.append(_minhash_step(cols, keep, rule))
+    if method in ("semantic", "minhash+semantic"):
+        steps.append(SemanticDedup(threshold=threshold, embedder=embedder, columns=cols, search=search, rule=rule))
     result = run_pipeline(sources, steps, output, ctx=ctx, overwrite=overwrite)
     print_settings(result)
+    _print_dedup_summary(result)
     print_written(result)
     if result.out is not None and result.removed.height:
         console.print(f"see the removed rows beside their kept twins: [bold]kocurate explain {result.out}[/]")
 
 
+def _minhash_step(cols, keep, rule):
+    try:
+        from ..curate.minhash import MinHashDedup
+    except ImportError:  # pragma: no cover - the module ships with kocurate
+        raise click.UsageError("--method minhash needs kocurate.curate.minhash (not installed in this build)") from None
+    columns = cols if rule == "instruction" else (*cols, "output") if "output" not in cols else cols
+    return MinHashDedup(columns=tuple(columns), keep="first" if keep == "first" else keep)
+
+
+def _print_same_prompt(stats: dict) -> None:
+    same = stats.get("same_prompt_different_output")
+    if same:
+        console.print(f"same instruction+input, different output: {same:,} rows kept "
+                      "(--rule instruction removes them, keeping the longest output)")
+
+
+def _print_dedup_summary(result) -> None:
+    """The rule and resolved parameters of each dedup step, and the rows kept on purpose."""
+    table = Table(title="dedup rule", title_justify="left", show_header=False)
+    for record in result.records:
+        stats = record.stats or {}
+        if record.name == "exact-dedup":
+            table.add_row("exact-dedup: key", f"{stats.get('key', '')} (rule {stats.get('rule', '')})")
+            if stats.get("same_prompt_different_output") is not None:
+                table.add_row("same prompt, different output", f"{stats['same_prompt_different_output']:,} kept")
+        if record.name == "semantic-dedup" and "rule" in stats:
+            table.add_row("semantic-dedup: rule", f"{stats['rule']} (threshold {stats.get('threshold')}: {stats.get('threshold_from', '')})")
+            second = stats.get("second_stage")
+            if second:
+                table.add_row("second stage", f"jamo {second['ngram']}-grams: prompt >= {second['prompt_overlap']}, "
+                                              f"output containment >= {second['output_overlap']} and Jaccard >= {second['output_jaccard']}, "
+                                              f"input >= {second['input_overlap']}; numbers and named things must match")
+                table.add_row("pairs", f"{stats.get('candidate_pairs', 0):,} candidates, {stats.get('checked_pairs', 0):,} checked, "
+                                       f"{stats.get('passing_pairs', 0):,} the same example")
+    if table.row_count:
+        console.print(table)
+
+
 def _print_analysis(report, threshold) -> None:
     head = Table(title=f"near-duplicate analysis ({report.rows:,} rows after exact dedup; nothing written)", title_justify="left",
                  show_header=False)
+    head.add_row("rule", report.rule)
     head.add_row("embedder", report.embedder)
     head.add_row("search", report.search)
     head.add_row("exact duplicates", f"{report.exact_duplicates:,}")
+    if report.same_prompt_different_output:
+        head.add_row("same prompt, different output", f"{report.same_prompt_different_output:,} kept")
     if report.empty_text:
         head.add_row("empty after normalisation", f"{report.empty_text:,}")
     console.print(head)
@@ -109,13 +178,15 @@ def _print_analysis(report, threshold) -> None:
         label = f"< {hi:.2f}" if lo <= -1 else f"{lo:.2f} - {min(hi, 1.0):.2f}"
         hist.add_row(label, f"{count:,}", f"{count / max(report.rows, 1):.1%}", "#" * int(30 * count / top))
     console.print(hist)
-    would = Table(title="rows the greedy pass would remove", title_justify="left")
+    title = ("rows the greedy pass would remove (row rule: --threshold is the candidate cosine)" if report.rule == "row"
+             else "rows the greedy pass would remove")
+    would = Table(title=title, title_justify="left")
     would.add_column("--threshold", justify="right")
     would.add_column("removed", justify="right")
     would.add_column("share", justify="right")
     from ..curate.dedup import default_threshold
 
-    chosen = threshold if threshold is not None else default_threshold(report.embedder)
+    chosen = threshold if threshold is not None else default_threshold(report.embedder, report.rule)
     for t, n in report.would_remove.items():
         mark = " <- " + ("chosen" if threshold is not None else "default") if abs(t - chosen) < 1e-9 else ""
         would.add_row(f"{t:.2f}{mark}", f"{n:,}", f"{n / max(report.rows, 1):.1%}")
@@ -125,14 +196,15 @@ def _print_analysis(report, threshold) -> None:
 
 @click.command("explain")
 @click.argument("folder", type=click.Path(path_type=Path))
-@click.option("--limit", default=20, show_default=True, help="How many removed rows to show.")
+@click.option("--limit", default=20, show_default=True, type=int, help="How many removed rows to show (0: only the counts).")
 @click.option("--step", "step_name", default=None, metavar="NAME",
-              help="Only rows removed by this step (exact-dedup, semantic-dedup, decontaminate, ...).")
+              help="Only rows removed by this step (exact-dedup, semantic-dedup, minhash-dedup, decontaminate, ...).")
 @click.option("--order", type=click.Choice(["lowest", "highest", "input"]), default="lowest", show_default=True,
               help="lowest: the least similar removals first (where a threshold errs); highest; or input order.")
-@click.option("--width", default=60, show_default=True, help="Characters of text shown per side.")
+@click.option("--width", default=None, type=int, hidden=True)
 def explain_cmd(folder, limit, step_name, order, width):
-    """Show removed rows of a dataset FOLDER beside what they duplicated (kept twin or benchmark item).
+    """Show removed rows of a dataset FOLDER beside what they duplicated: both whole rows
+    (instruction, input, output) and every signal of the decision.
 
     \b
     Examples:
@@ -140,63 +212,46 @@ def explain_cmd(folder, limit, step_name, order, width):
       kocurate explain out/dedup --step semantic-dedup --order lowest --limit 50
       kocurate explain out/clean --step decontaminate
     """
-    import polars as pl
+    from ..curate.explain import explain_folder
 
-    from ..errors import InputError
-    from ..records import data_files, read_table
-
-    folder = Path(folder)
-    if not (folder / "manifest.json").is_file() and not (folder / "data").is_dir():
-        raise InputError(f"{folder}: not a kocurate dataset folder (no manifest.json or data/); pass the -o of a dedup run")
-    removed_files = sorted((folder / "removed").glob("train-*.parquet"))
-    if not removed_files:
+    if width is not None:
+        console.print("note: --width is gone: explain now shows whole rows (instruction, input and output)")
+    report = explain_folder(folder, limit=limit, step=step_name, order=order)
+    if not report.total:
         console.print(f"{folder}: removed/ is empty: no row was removed")
         return
-    removed = pl.concat([read_table(f) for f in removed_files], how="diagonal_relaxed")
-    kept_files = data_files(folder)
-    kept = pl.concat([read_table(f) for f in kept_files], how="diagonal_relaxed") if kept_files else removed.head(0)
-    if step_name:
-        removed = removed.filter(pl.col("step") == step_name)
-        if not removed.height:
-            raise InputError(f"{folder}: no rows removed by step '{step_name}'; steps there: "
-                             f"{', '.join(sorted(set(pl.concat([read_table(f) for f in removed_files], how='diagonal_relaxed')['step'].to_list())))}")
-    counts = removed.group_by("step", "reason").len().sort("len", descending=True)
     summary = Table(title=f"{folder}: removed rows", title_justify="left")
     for name in ("step", "reason", "rows"):
         summary.add_column(name, justify="right" if name == "rows" else "left")
-    for step, reason, n in counts.iter_rows():
+    for step, reason, n in report.counts:
         summary.add_row(step, reason, f"{n:,}")
     console.print(summary)
+    if not report.removals:
+        return
+    console.print(f"[bold]{report.title}[/]")
+    for item in report.removals:
+        table = Table(show_lines=True, title_justify="left", expand=True,
+                      title=f"{item.id} ({item.step}: {item.reason})  score {_score(item.score)}")
+        table.add_column("", no_wrap=True)
+        table.add_column(f"removed: {item.id}", ratio=1, overflow="fold")
+        twin_title = f"kept: {item.dup_of}" if item.twin is not None else f"duplicate of: {item.dup_of or '-'}"
+        table.add_column(twin_title, ratio=1, overflow="fold")
+        for key in ("instruction", "input", "output"):
+            right = item.twin[key] if item.twin is not None else ""
+            table.add_row(key, escape(item.row[key]), escape(right))
+        console.print(table)
+        if item.rule:
+            console.print(f"  rule: {item.rule}" + (f" ({item.signals['why']})" if item.signals and item.rule == "row" else ""))
+        if item.signals:
+            from ..curate.dedup import describe_signals
 
-    text = lambda frame: pl.concat_str([pl.col("instruction").fill_null(""), pl.col("input").fill_null("")], separator=" ")  # noqa: E731
-    lookup = {}
-    for frame in (kept, removed):
-        if frame.height:
-            for rid, t in frame.select("id", text(frame).alias("t")).iter_rows():
-                lookup.setdefault(rid, t)
-    if order != "input":
-        removed = removed.sort("similarity", descending=order == "highest", nulls_last=True)
-    shown = removed.head(limit)
-    table = Table(title=f"{min(limit, removed.height)} of {removed.height:,} removals ({order} similarity first)",
-                  title_justify="left", show_lines=True)
-    table.add_column("removed row", ratio=1)
-    table.add_column("score", justify="right")
-    table.add_column("duplicate of", ratio=1)
-    for row in shown.iter_rows(named=True):
-        twin = row.get("dup_of")
-        twin_text = lookup.get(twin) if twin else None
-        right = f"[bold]{twin}[/]\n{_cut(twin_text, width)}" if twin_text is not None else f"[bold]{twin or '-'}[/]\n{row.get('detail') or ''}"
-        score = "-" if row.get("similarity") is None else f"{row['similarity']:.3f}"
-        left = f"[bold]{row['id']}[/] ({row['reason']})\n{_cut(lookup.get(row['id'], ''), width)}"
-        table.add_row(left, score, right)
-    console.print(table)
-
-
-def _cut(value, width: int) -> str:
-    value = (value or "").replace("\n", " ")
-    return value if len(value) <= width else value[: width - 1] + "…"
+            console.print(f"  signals: {escape(describe_signals(item.signals))}")
+        if item.detail:
+            console.print(f"  recorded: {escape(item.detail)}")
 
 
+def _score(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 COMMANDS = [dedup_cmd, explain_cmd]

@@ -118,10 +118,12 @@ def card_cmd(out, template, old_template, repo_id, pretty_name, check, to_stdout
               help="Also publish the removed rows that matched benchmark items (left out by default: they are near copies of test sets).")
 @click.option("--license", "license_", default=None, metavar="ID",
               help="Declare the published set's license (a Hub id such as cc-by-4.0); the uploaded card says so.")
+@click.option("--include-merged", is_flag=True,
+              help="Adapter folders only: also publish merged/ (the base with the adapter merged in, from `train --merge`).")
 @click.option("--retries", default=4, show_default=True, help="Retries on transient Hub errors (429, 5xx, dropped connections).")
 def push_cmd(out, repo_id, public, private_flag, revision, create_pr, commit_message, endpoint, token_file, dry_run,
-             allow_contaminated, exclude_removed, include_benchmark_matches, license_, retries):
-    """Upload dataset folder OUT to the Hub as dataset REPO_ID, in one commit.
+             allow_contaminated, exclude_removed, include_benchmark_matches, license_, include_merged, retries):
+    """Upload dataset folder OUT to the Hub as dataset REPO_ID, in one commit; or an adapter folder as a model.
 
     \b
     Before contacting the Hub it checks: OUT has data/ rows, manifest.json and a README.md that
@@ -139,8 +141,17 @@ def push_cmd(out, repo_id, public, private_flag, revision, create_pr, commit_mes
     published and says what was left out; the local card is not touched.
 
     \b
+    An adapter folder (one holding adapter_config.json, from `kocurate train -o OUT`) goes to a
+    MODEL repo: README.md (the model card; rendered from train_report.json when missing),
+    adapter_config.json, the adapter weights, the tokenizer files, train_report.json and
+    train_log.jsonl. checkpoints/, train_run.json and dotfiles stay local, and merged/ too unless
+    --include-merged. Absolute local paths in the uploaded JSON files and card are replaced
+    (relative to OUT, or <local>/NAME); the local files are not changed.
+
+    \b
     Examples:
       kocurate push-to-hub out/koquality-1pct me/koquality-1pct --dry-run
+      kocurate push-to-hub out/adapter me/polyglot-ko-lora --dry-run
       HF_TOKEN=... kocurate push-to-hub out/koquality-1pct me/koquality-1pct
       kocurate push-to-hub out/clean my-org/ko-clean --token-file ~/.hf_write_token --create-pr
       kocurate push-to-hub out/clean me/ko-clean --endpoint https://hub.example.com --revision v2
@@ -150,6 +161,23 @@ def push_cmd(out, repo_id, public, private_flag, revision, create_pr, commit_mes
 
     if public and private_flag:
         raise InputError("--public and --private contradict each other; pass one")
+    if hub.is_adapter_folder(out):
+        given = [flag for flag, on in (("--allow-contaminated", allow_contaminated), ("--exclude-removed", exclude_removed),
+                                       ("--include-benchmark-matches", include_benchmark_matches),
+                                       ("--license", license_ is not None)) if on]
+        if given:
+            raise InputError(f"{given[0]} applies to dataset folders, and {out} is an adapter folder (it holds "
+                             "adapter_config.json); drop it" + ("; declare the license in the adapter's README.md"
+                                                                if given[0] == "--license" else ""))
+        plan = hub.plan_adapter_push(out, repo_id, endpoint=endpoint, private=not public, revision=revision,
+                                     create_pr=create_pr, commit_message=commit_message, include_merged=include_merged)
+        try:
+            _push(plan, token_file, dry_run, retries)
+        finally:
+            plan.cleanup()
+        return
+    if include_merged:
+        raise InputError(f"--include-merged applies to adapter folders, and {out} holds no adapter_config.json; drop it")
     if exclude_removed and include_benchmark_matches:
         raise InputError("--exclude-removed and --include-benchmark-matches contradict each other; pass one")
     removed = "none" if exclude_removed else ("all" if include_benchmark_matches else "no-benchmark")
@@ -168,10 +196,12 @@ def _push(plan, token_file, dry_run, retries):
 
     token, source = hub.resolve_token(token_file)
     plan.token_source = source
+    hub.check_no_token(plan, token)  # a dry run says so too
     if not dry_run and not token:
         raise InputError("no Hub token found: pass --token-file FILE, set HF_TOKEN, or log in with `hf auth login`")
 
-    files = Table(title=f"{'would upload' if dry_run else 'uploading'} {plan.folder} -> {plan.endpoint}/datasets/{plan.repo_id}",
+    where = f"{plan.endpoint}/datasets/{plan.repo_id}" if plan.repo_type == "dataset" else f"{plan.endpoint}/{plan.repo_id}"
+    files = Table(title=f"{'would upload' if dry_run else 'uploading'} {plan.folder} -> {where}",
                   title_justify="left")
     files.add_column("file")
     files.add_column("size", justify="right")
@@ -181,7 +211,8 @@ def _push(plan, token_file, dry_run, retries):
     files.add_row(f"{len(plan.files)} files", _size(plan.total_bytes))
     console.print(files)
     if plan.skipped:
-        console.print(f"[dim]not published (outside the Hub layout): {', '.join(plan.skipped[:10])}"
+        console.print(f"[dim]not published{' (outside the Hub layout)' if plan.repo_type == 'dataset' else ''}: "
+                      f"{', '.join(plan.skipped[:10])}"
                       f"{' ...' if len(plan.skipped) > 10 else ''}[/]")
     for warning in plan.warnings:
         console.print(f"[yellow]note[/] {warning}")
@@ -211,13 +242,17 @@ def _push(plan, token_file, dry_run, retries):
 
 def _summary_table(plan, title: str) -> Table:
     table = Table(title=title, title_justify="left", show_header=False)
-    table.add_row("repo id", f"{plan.repo_id} (dataset, {'private' if plan.private else 'public'} if created)")
+    table.add_row("repo id", f"{plan.repo_id} ({plan.repo_type}, {'private' if plan.private else 'public'} if created)")
     table.add_row("endpoint", plan.endpoint)
     table.add_row("target", (f"pull request against {plan.revision or 'main'}" if plan.create_pr else f"branch {plan.revision or 'main'}"))
     table.add_row("commit message", plan.commit_message)
-    table.add_row("rows", f"{plan.rows:,}")
+    if plan.contamination is not None:
+        table.add_row("rows", f"{plan.rows:,}")
     table.add_row("files", f"{len(plan.files)} ({_size(plan.total_bytes)}) in one commit")
-    table.add_row("contamination", plan.contamination.status)
+    if plan.contamination is not None:
+        table.add_row("contamination", plan.contamination.status)
+    else:
+        table.add_row("content", plan.description or "adapter")
     view = plan.view
     if view is not None and view.left_out:
         table.add_row("left out", f"{view.left_out:,} removed rows ({'all' if view.what == 'all' else 'benchmark matches'})")

@@ -17,7 +17,6 @@ import hashlib
 import inspect
 import json
 import logging
-import shutil
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from typing import Callable, Iterator
 
 from ..errors import InputError
 from ..records import file_sha256
-from ..records.folder import check_output, output_lock, write_text_atomic
+from ..records.folder import check_output, output_guard, output_lock, write_text_atomic
 from .arms import ArmSpec, draw_seed, load_arm_data, materialize_control, parse_arms
 from .config import EVAL_EXCLUDE, ExperimentConfig, check_settings, eval_config, train_config
 
@@ -201,13 +200,32 @@ def run_experiment(config: ExperimentConfig, log: Callable[[str], None] = print,
             if size > loaded[pool].frame.height:
                 raise InputError(f"--arm {arm.name}: {arm.random_of} has {size} rows but the pool {pool} only "
                                  f"{loaded[pool].frame.height}; draw from a larger pool (random:{arm.random_of}:POOL)")
+    if config.overwrite and out.exists() and any(out.iterdir()):
+        # --overwrite: the new run is built in the house guard's temporary beside OUT and swapped in whole
+        # when it ends, so OUT holds the old run (or, after, the new one) at every instant; a failed or
+        # interrupted run leaves the old one as it was (its temporary is removed, or by the next run)
+        with output_guard(out, _local_inputs(config, arms), overwrite=True) as tmp:
+            result = _start(config, arms, loaded, tmp, log, progress)
+        _relocate(result, tmp, out)
+        return result
     with output_lock(out):
-        if config.overwrite and out.exists() and any(out.iterdir()):
-            shutil.rmtree(out)
         out.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(out / MARKER, json.dumps(config.to_dict(), ensure_ascii=False, indent=1, default=str))
-        with capture_library_logs(out / LOG_FILE):
-            return _run(config, arms, loaded, out, log, progress)
+        return _start(config, arms, loaded, out, log, progress)
+
+
+def _start(config, arms, loaded, out: Path, log, progress) -> ExperimentResult:
+    write_text_atomic(out / MARKER, json.dumps(config.to_dict(), ensure_ascii=False, indent=1, default=str))
+    with capture_library_logs(out / LOG_FILE):
+        return _run(config, arms, loaded, out, log, progress)
+
+
+def _relocate(result: ExperimentResult, tmp: Path, out: Path) -> None:
+    """Point the result's unit folders and drawn data at OUT, where the temporary they were written in now is."""
+    for unit in result.units:
+        if unit.folder.is_relative_to(tmp):
+            unit.folder = out / unit.folder.relative_to(tmp)
+        if unit.data and Path(unit.data).is_relative_to(tmp):
+            unit.data = str(out / Path(unit.data).relative_to(tmp))
 
 
 def _run(config, arms, loaded, out: Path, log, progress) -> ExperimentResult:

@@ -12,6 +12,11 @@ leaves the remote exactly as it was. Transient errors (429, 5xx, dropped connect
 retried with exponential backoff; huggingface_hub itself also retries its preupload, LFS and
 upload calls, but not repo creation or the commit, which is why this module wraps those.
 
+An adapter folder (adapter_config.json, from `kocurate train`) goes to a model repo instead
+(`plan_adapter_push`): the adapter, tokenizer, model card, report and log, never checkpoints/,
+train_run.json or dotfiles, merged/ only when asked; absolute local paths in the uploaded JSON
+files and card are replaced in staged copies, and no file holding the token is sent.
+
 The token is read from --token-file, HF_TOKEN or the huggingface_hub login and handed to
 huggingface_hub only, which sends it in the Authorization header; it is never printed, logged,
 stored in the plan or written anywhere.
@@ -66,7 +71,7 @@ class PushPlan:
     repo_id: str
     files: list[PlannedFile]
     skipped: list[str]
-    contamination: Contamination
+    contamination: Contamination | None
     rows: int
     endpoint: str
     private: bool = True
@@ -79,6 +84,10 @@ class PushPlan:
     view: PublishView | None = None
     #: a temporary folder holding the re-rendered card and filtered removed/ shards
     staging: Path | None = None
+    #: "dataset" for a dataset folder, "model" for an adapter folder (plan_adapter_push)
+    repo_type: str = "dataset"
+    #: the commit description (default: rows and files of a dataset)
+    description: str | None = None
 
     @property
     def total_bytes(self) -> int:
@@ -380,16 +389,19 @@ def push(
         raise InputError("no Hub token: pass --token-file FILE, set HF_TOKEN, or log in with `hf auth login`")
     if constants.is_offline_mode():
         raise InputError("HF_HUB_OFFLINE is set, so huggingface_hub will not upload; unset HF_HUB_OFFLINE (and TRANSFORMERS_OFFLINE) to push")
+    check_no_token(plan, token)
     start = time.perf_counter()
     api = HfApi(endpoint=plan.endpoint, token=token, library_name="kocurate")
     attempts: dict[str, int] = {}
     what = "create repo"
     try:
-        repo_url = _with_retries(what, lambda: api.create_repo(plan.repo_id, repo_type="dataset", private=plan.private, exist_ok=True),
+        repo_url = _with_retries(what, lambda: api.create_repo(plan.repo_id, repo_type=plan.repo_type, private=plan.private,
+                                                                exist_ok=True),
                                  attempts, retries, on_retry)
         if plan.revision and plan.revision != "main" and not plan.create_pr:
             what = "create branch"
-            _with_retries(what, lambda: api.create_branch(plan.repo_id, branch=plan.revision, repo_type="dataset", exist_ok=True),
+            _with_retries(what, lambda: api.create_branch(plan.repo_id, branch=plan.revision, repo_type=plan.repo_type,
+                                                          exist_ok=True),
                           attempts, retries, on_retry)
         what = "commit"
 
@@ -399,8 +411,8 @@ def push(
                 plan.repo_id,
                 operations,
                 commit_message=plan.commit_message,
-                commit_description=f"{plan.rows:,} rows; {len(plan.files)} files; made with kocurate",
-                repo_type="dataset",
+                commit_description=plan.description or f"{plan.rows:,} rows; {len(plan.files)} files; made with kocurate",
+                repo_type=plan.repo_type,
                 revision=plan.revision,
                 create_pr=plan.create_pr,
             )
@@ -414,3 +426,253 @@ def push(
         raise PushError(message) from None
     return PushResult(plan, str(repo_url), str(info.commit_url), str(info.oid), getattr(info, "pr_url", None), attempts,
                       round(time.perf_counter() - start, 2))
+
+
+# ------------------------------------------------------------------------------------------------
+# adapter folders (`kocurate train -o OUT`): pushed as a model repo
+
+
+#: what an adapter folder publishes (top level); checkpoints/, train_run.json, dotfiles and
+#: anything else stay local, and merged/ goes only when asked
+ADAPTER_FILES = ("README.md", "adapter_config.json", "adapter_model.safetensors", "adapter_model.bin",
+                 "train_report.json", "train_log.jsonl")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                   "vocab.json", "vocab.txt", "merges.txt", "tokenizer.model", "spiece.model",
+                   "sentencepiece.bpe.model", "chat_template.jinja", "chat_template.json")
+#: files whose JSON values may hold local paths (the run's data, base model, output): scrubbed in the upload
+_JSON_SCRUBBED = ("train_report.json", "adapter_config.json", "tokenizer_config.json", "config.json",
+                  "generation_config.json")
+#: files the token check reads before anything is sent (small text files; weights are not read)
+_TEXT_SUFFIXES = (".json", ".jsonl", ".md", ".txt", ".jinja", ".yaml", ".yml")
+_HF_TOKEN = re.compile(r"hf_[A-Za-z0-9]{30,}")
+
+
+def is_adapter_folder(folder: str | os.PathLike) -> bool:
+    """A folder holding adapter_config.json is an adapter (written by `kocurate train` or PEFT)."""
+    return (Path(folder) / "adapter_config.json").is_file()
+
+
+def _local_replacement(path: str, roots: list[Path]) -> str:
+    """What an absolute local path becomes in the uploaded copy: relative to the adapter folder when
+    inside it (`roots`: the folder now, and where the run wrote it, should it have moved since), else
+    `<local>/NAME` (the name says what it was; where it lives on this machine does not go)."""
+    candidate = Path(os.path.expanduser(path))
+    for root in roots:
+        for a, b in ((candidate, root), (candidate.resolve(), root.resolve())):
+            try:
+                return a.relative_to(b).as_posix() or "."
+            except ValueError:
+                continue
+    name = candidate.name or "path"
+    return f"<local>/{name}"
+
+
+def _is_local_path(value: str) -> bool:
+    return (0 < len(value) < 4096 and "\n" not in value and "://" not in value
+            and (value.startswith("/") or value.startswith("~/") or bool(re.match(r"^[A-Za-z]:[\\/]", value))))
+
+
+def scrub_local_paths(value, roots: list[Path], found: dict[str, str]):
+    """A copy of a JSON value with every absolute local path string replaced (see `_local_replacement`);
+    the paths met and their replacements are added to `found`, so the same text can be scrubbed elsewhere."""
+    if isinstance(value, dict):
+        return {k: scrub_local_paths(v, roots, found) for k, v in value.items()}
+    if isinstance(value, list):
+        return [scrub_local_paths(v, roots, found) for v in value]
+    if isinstance(value, str):
+        if _is_local_path(value):
+            found[value] = _local_replacement(value, roots)
+            return found[value]
+        return _scrub_text(value, found, roots)
+    return value
+
+
+def _scrub_text(text: str, found: dict[str, str], roots: list[Path]) -> str:
+    """`text` with every path in `found`, the folder's own path and the home folder replaced."""
+    pairs = dict(found)
+    for root in roots:
+        pairs.setdefault(str(root.resolve()), ".")
+        pairs.setdefault(str(root), ".")
+    home = os.path.expanduser("~")
+    if home not in ("", "/"):
+        pairs.setdefault(home, "~")
+    for path in sorted(pairs, key=len, reverse=True):
+        if path and path in text:
+            text = text.replace(path, pairs[path])
+    return _HF_TOKEN.sub("hf_***", text)
+
+
+def plan_adapter_push(
+    folder: str | os.PathLike,
+    repo_id: str,
+    *,
+    endpoint: str | None = None,
+    private: bool = True,
+    revision: str | None = None,
+    create_pr: bool = False,
+    commit_message: str | None = None,
+    include_merged: bool = False,
+) -> PushPlan:
+    """Every local check for an adapter folder, and the files a model repo gets; no network.
+
+    Published: README.md (the model card; rendered from train_report.json when the folder has
+    none), adapter_config.json, the adapter weights, the tokenizer files, train_report.json,
+    train_log.jsonl, and merged/ with `include_merged`. Left out: checkpoints/, merged/ (by
+    default), train_run.json, dotfiles, anything else. The uploaded JSON files and the card are
+    staged copies with absolute local paths replaced (relative to the folder when inside it, else
+    `<local>/NAME`) and anything shaped like a Hub token masked; the folder itself is not touched.
+    """
+    import json
+    import tempfile
+
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise InputError(f"{folder}: no such folder; pass an adapter folder written by `kocurate train -o`")
+    folder = folder.resolve()
+    repo_id = check_repo_id(repo_id)
+    endpoint = check_endpoint(endpoint)
+    if revision is not None and (not revision.strip() or revision.startswith(("/", "-")) or ".." in revision or " " in revision):
+        raise InputError(f"--revision '{revision}' is not a valid branch name; pass e.g. --revision main or --revision v2")
+    try:
+        adapter_config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"{folder / 'adapter_config.json'}: not readable JSON ({' '.join(str(exc).split())[:120]}); "
+                         "retrain, or restore the file") from None
+    if not isinstance(adapter_config, dict):
+        raise InputError(f"{folder / 'adapter_config.json'}: must be a JSON object; retrain, or restore the file")
+    if not any((folder / name).is_file() for name in ("adapter_model.safetensors", "adapter_model.bin")):
+        raise InputError(f"{folder}: no adapter_model.safetensors; the run did not finish writing the adapter: "
+                         "rerun `kocurate train` with --resume on this folder")
+    report = None
+    report_path = folder / "train_report.json"
+    if report_path.is_file():
+        try:
+            report = json.loads(report_path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise InputError(f"{report_path}: not readable JSON ({' '.join(str(exc).split())[:120]}); "
+                             "rerun `kocurate train` with --resume, or delete the file to publish without it") from None
+        if not isinstance(report, dict):
+            raise InputError(f"{report_path}: must be a JSON object; rerun `kocurate train` with --resume")
+    roots = [folder]
+    written_to = ((report or {}).get("config") or {}).get("output") if isinstance((report or {}).get("config"), dict) else None
+    if isinstance(written_to, str) and _is_local_path(written_to):
+        roots.append(Path(os.path.expanduser(written_to)))  # the folder as the run named it (it may have moved)
+    readme = folder / "README.md"
+    if not readme.is_file() and report is None:
+        raise InputError(f"{folder}: no README.md and no train_report.json to write the model card from; "
+                         "write a README.md, or retrain with `kocurate train`")
+    merged = folder / "merged"
+    if include_merged and not (merged / "config.json").is_file():
+        raise InputError(f"{folder}: --include-merged, but there is no merged/ model; train with --merge, or drop --include-merged")
+
+    chosen: list[Path] = [folder / n for n in ADAPTER_FILES + TOKENIZER_FILES if (folder / n).is_file()]
+    if include_merged:
+        chosen += sorted(p for p in merged.rglob("*")
+                         if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    chosen_set = set(chosen)
+    skipped: list[str] = []
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder)
+        if path.is_file() and path not in chosen_set and not path.is_symlink():
+            top = rel.parts[0]
+            if top == "checkpoints" and len(rel.parts) > 2:
+                continue  # listed once as checkpoints/ below
+            skipped.append(rel.as_posix())
+    if any(folder.glob("checkpoints/*")):
+        skipped = [s for s in skipped if not s.startswith("checkpoints/")] + ["checkpoints/"]
+    if not include_merged and merged.is_dir():
+        skipped = [s for s in skipped if not s.startswith("merged/")] + ["merged/ (--include-merged publishes it)"]
+
+    staging = Path(tempfile.mkdtemp(prefix="kocurate-push-"))
+    files: list[PlannedFile] = []
+    warnings: list[str] = []
+    found: dict[str, str] = {}
+    try:
+        staged: dict[str, Path] = {}
+        for path in chosen:
+            rel = path.relative_to(folder).as_posix()
+            if path.name in _JSON_SCRUBBED:
+                try:
+                    value = json.loads(path.read_text(encoding="utf-8"))
+                except (UnicodeDecodeError, ValueError):
+                    raise InputError(f"{path}: not readable JSON; restore the file or retrain") from None
+                before = len(found)
+                clean = scrub_local_paths(value, roots, found)
+                if clean != value or len(found) != before:
+                    target = staging / rel
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_text(json.dumps(clean, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+                    staged[rel] = target
+        # the card: the folder's own (paths scrubbed), or rendered from the scrubbed report
+        if readme.is_file():
+            text = readme.read_text(encoding="utf-8")
+        else:
+            from .model_card import render_model_card
+
+            text = render_model_card(scrub_local_paths(report, roots, found), folder)
+            warnings.append("the folder has no README.md: the uploaded model card is rendered from train_report.json "
+                            "(`kocurate train` writes one; the local folder is left as it is)")
+        card_text = _scrub_text(text, found, roots)
+        _check_model_card(card_text, readme)
+        if card_text != text or not readme.is_file():
+            (staging / "README.md").write_text(card_text, encoding="utf-8")
+            staged["README.md"] = staging / "README.md"
+        if not readme.is_file():
+            chosen.insert(0, folder / "README.md")
+        for path in chosen:
+            rel = path.relative_to(folder).as_posix()
+            local = staged.get(rel, path)
+            if rel == "train_log.jsonl":
+                raw = path.read_text(encoding="utf-8", errors="replace")
+                clean_log = _scrub_text(raw, found, roots)
+                if clean_log != raw:
+                    local = staging / rel
+                    local.write_text(clean_log, encoding="utf-8")
+            files.append(PlannedFile(rel, local, local.stat().st_size))
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if found:
+        shown = ", ".join(sorted({v for v in found.values()})[:4])
+        warnings.append(f"{len(found)} local path(s) in the uploaded JSON files and card are replaced ({shown}); "
+                        "the local files are unchanged")
+    base = adapter_config.get("base_model_name_or_path")
+    if isinstance(base, str) and _is_local_path(base):
+        warnings.append(f"adapter_config.json names a local base model ({Path(base).name}); people loading the adapter "
+                        "from the Hub must load that base themselves")
+    if report is None:
+        warnings.append("no train_report.json: the upload carries no record of the run")
+    steps = (report or {}).get("steps")
+    method = str(adapter_config.get("peft_type") or (report or {}).get("method") or "PEFT")
+    method = {"LORA": "LoRA", "IA3": "IA3"}.get(method.upper(), method)
+    message = commit_message or f"Upload {folder.name} ({method} adapter) with kocurate"
+    description = (f"{method} adapter of {Path(str(base)).name if base else 'an unknown base'}"
+                   + (f", {steps} steps" if steps else "") + f"; {len(files)} files; made with kocurate")
+    return PushPlan(folder, repo_id, files, skipped, None, 0, endpoint, private, revision, create_pr, message,
+                    warnings=warnings, staging=staging, repo_type="model", description=description)
+
+
+def _check_model_card(text: str, readme: Path) -> None:
+    """The card's YAML metadata must parse (huggingface_hub's ModelCard, locally)."""
+    if not text.startswith("---"):
+        return  # a card without metadata is allowed on the Hub; nothing to check
+    from huggingface_hub import ModelCard
+
+    try:
+        ModelCard(text, ignore_metadata_errors=False)
+    except Exception as exc:
+        raise InputError(f"{readme}: its YAML metadata does not parse ({' '.join(str(exc).split())[:160]}); fix the block "
+                         "between the --- lines, or delete README.md so push renders the card from train_report.json") from None
+
+
+def check_no_token(plan: PushPlan, token: str | None) -> None:
+    """Refuse to upload a file that holds the token (small text files are read; weights are not)."""
+    if not token:
+        return
+    needle = token.encode()
+    for f in plan.files:
+        if f.local.suffix in _TEXT_SUFFIXES and f.size < 64 * 2**20 and needle in f.local.read_bytes():
+            raise InputError(f"{plan.folder / f.path_in_repo}: holds your Hub token; remove it from the file before "
+                             "publishing (nothing was sent)")

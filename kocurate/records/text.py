@@ -44,4 +44,32 @@ def join_columns(values, separator: str = " ") -> str:
     return normalize_text(separator.join("" if v is None else str(v) for v in values))
 
 
-__all__ = ["SPACES", "ZERO_WIDTH", "join_columns", "normalize_text"]
+def row_texts(frame, columns, separator: str = " ") -> list[str]:
+    """Normalised `columns` of every row of a polars frame joined by `separator` (missing columns
+    and nulls count as empty)."""
+    import polars as pl
+
+    parts = [pl.col(c).fill_null("") if c in frame.columns else pl.lit("") for c in columns]
+    joined = frame.select(pl.concat_str(parts, separator=separator).alias("t"))["t"].to_list()
+    return [normalize_text(t) for t in joined]
+
+
+#: What makes two rows the same example: the exact-dedup key's default columns.
+EXACT_KEY_COLUMNS = ("instruction", "input", "output")
+
+
+def exact_keys(frame, columns=EXACT_KEY_COLUMNS):
+    """The exact-duplicate key of every row: normalised `columns` joined by a line break. Exact
+    dedup removes on it and `inspect` counts with it: one definition of "the same row"."""
+    import polars as pl
+
+    return pl.Series("key", row_texts(frame, columns, separator="\n"), dtype=pl.String)
+
+
+def count_repeats(keys) -> int:
+    """Rows whose key repeats an earlier row's."""
+    return int((keys.is_duplicated() & ~keys.is_first_distinct()).sum()) if len(keys) else 0
+
+
+__all__ = ["EXACT_KEY_COLUMNS", "SPACES", "ZERO_WIDTH", "count_repeats", "exact_keys", "join_columns",
+           "normalize_text", "row_texts"]

@@ -570,20 +570,45 @@ def peak_memory(cuda: bool) -> int:
 
 
 def write_adapter(model, tokenizer, out: Path) -> None:
-    """Adapter (and tokenizer) files into `out`, each replaced in one rename; PEFT's blank card is dropped."""
-    tmp = out / ".adapter.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=FutureWarning)
-        model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / "README.md").unlink(missing_ok=True)
-    for item in tmp.iterdir():
-        target = out / item.name
-        if target.is_dir():
-            shutil.rmtree(target)
-        os.replace(item, target)
-    tmp.rmdir()
+    """Adapter (and tokenizer) files into `out`; PEFT's blank card is dropped.
+
+    `out` itself cannot go through `output_guard`: it is the run's folder (checkpoints/, train_log.jsonl,
+    train_run.json written during the run, the lock `train` holds on it), and PEFT, train-eval and the
+    Hub load the adapter from its top level. So the adapter is saved whole into a house temporary
+    folder (the guard's, on `out/.adapter`), fsync'd, and only then moved in, one rename per file,
+    train_report.json first taken out of the way: an interrupted write leaves no report claiming an
+    adapter that is not all there (rerun the command, or `--resume`). The guard removes the temporary
+    on any error, and a killed run's temporary on the next write.
+    """
+    from ..records.folder import output_guard
+
+    with output_guard(out / ".adapter", overwrite=True) as tmp:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "README.md").unlink(missing_ok=True)
+        _fsync_tree(tmp)
+        (out / REPORT).unlink(missing_ok=True)  # rewritten after the adapter; absent means "not finished"
+        for item in sorted(tmp.iterdir()):
+            target = out / item.name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            os.replace(item, target)
+        # the guard now renames the empty temporary to out/.adapter: remove it
+    with contextlib.suppress(OSError):
+        (out / ".adapter").rmdir()
+
+
+def _fsync_tree(folder: Path) -> None:
+    """Flush every file under `folder` to disk, so a rename never publishes a half-written file."""
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
 
 def merge_adapter(base: str, adapter_dir: Path, tokenizer) -> Path:
@@ -598,13 +623,15 @@ def merge_adapter(base: str, adapter_dir: Path, tokenizer) -> Path:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning)  # peft calls a deprecated transformers alias
         merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
+    from ..records.folder import output_guard
+
     target = adapter_dir / "merged"
-    tmp = adapter_dir / ".merged.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    merged.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)
+    # the house guard: written whole into a temporary, then swapped in, so `merged/` holds the old
+    # or the new model at every instant (never neither, never half of one)
+    with output_guard(target, overwrite=True) as tmp:
+        merged.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        _fsync_tree(tmp)
     return target
 
 
