@@ -8,6 +8,7 @@ Add a row to the table to add a case.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from click.testing import CliRunner
 from kocurate.cli import main
 
 TABLE = Path(__file__).with_name("bad_inputs.tsv")
+PROGRESS = re.compile(r"^step \d+/\d+ [\w-]+: ")
 KOBEST = Path(__file__).resolve().parent.parent / "samples" / "kobest"
 ROWS = [{"id": "r1", "instruction": "한국의 수도는 어디인가요?", "output": "서울입니다."},
         {"id": "r2", "instruction": "광합성이란 무엇인가요?", "output": "빛으로 양분을 만드는 과정입니다."}]
@@ -112,7 +114,15 @@ def decontaminated_plus_raw(path):
     run_pipeline([load_records(clean), load_records(raw)], [], path, ctx=RunContext(render_card=default_card_renderer))
 
 
-MAKERS = {f.__name__: f for f in (parquet_list, parquet_binary, parquet_struct, cp949_jsonl, cp949_token, kobest, user_folder,
+def adapter_folder(path):
+    """What `kocurate train` leaves: an adapter config, weights and a report (contents faked)."""
+    path.mkdir()
+    (path / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "base_model_name_or_path": "m"}))
+    (path / "adapter_model.safetensors").write_bytes(b"\0" * 16)
+    (path / "train_report.json").write_text(json.dumps({"config": {"model": "m"}}))
+
+
+MAKERS = {f.__name__: f for f in (adapter_folder, parquet_list, parquet_binary, parquet_struct, cp949_jsonl, cp949_token, kobest, user_folder,
                                   dataset_folder, folder_manifest_list, folder_manifest_cp949, folder_manifest_steps_dict,
                                   decontaminated_plus_raw)}
 
@@ -158,7 +168,8 @@ def test_bad_input_gives_one_line(row, tmp_path, monkeypatch):
     result = CliRunner().invoke(main, shlex.split(command))
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     assert result.exit_code == 2, f"{TABLE.name}:{row['line']} {row['name']}: exit {result.exit_code}\n{result.output}"
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    # progress lines ("step 2/3 select: ...", printed when stderr is not a terminal) may come first
+    lines = [line for line in result.stderr.splitlines() if line.strip() and not PROGRESS.match(line)]
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert row["expected"] in lines[0], f"{TABLE.name}:{row['line']}: expected {row['expected']!r} in {lines[0]!r}"
     assert "Traceback" not in result.output
