@@ -1,0 +1,489 @@
+"""The Ray Data executor: the same steps, past one machine's memory.
+
+A dataset here is a `ray.data.Dataset` whose rows carry one extra column, `_kc_pos` (the row's
+place in the input order), so order-dependent rules (keep the first, greedy in input order,
+per-task samples in input order) give the rows the local executor gives.
+
+How each step runs:
+
+* per-row steps (drop-empty, decontaminate): ``map_batches`` over batches; decontamination in an
+  actor pool whose actors load the benchmark items once (the items ride along with the step,
+  i.e. broadcast through the object store) and embed through the shared embedding cache;
+* keyed steps (exact dedup, cap): a hash shuffle (``repartition(keys=...)``) on a key that puts
+  every row of a duplicate group / task in one partition, then the step's own `run` on each
+  partition in input order: a partition holds whole groups, so it decides exactly as the
+  local step decides over the whole frame;
+* select and semantic dedup: see `ray_select.py` and `ray_semantic.py` (global parts on
+  lengths, centroids and pairs gathered to the driver);
+* any other step: gathered to the driver and run locally (its record says so).
+
+Each step's output is one dataset of kept and removed rows told apart by `_kc_kind`, with the
+partition's counters in `_kc_stats` on its first row; the driver reads only those counters.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import polars as pl
+
+from ...errors import InputError
+from ...records import StepRecord
+from ...records.schema import REMOVAL
+from ..step import RunContext, Step, StepResult, _jsonable
+
+POS = "_kc_pos"
+KIND = "_kc_kind"  # 0 kept, 1 removed
+STATS = "_kc_stats"
+KEY = "_kc_key"
+HELPERS = (POS, KIND, STATS, KEY)
+#: rows per batch for per-row steps
+BATCH_ROWS = 4096
+#: rows per hash partition (keyed steps): small enough that a partition is one block
+PARTITION_ROWS = 100_000
+
+#: whole-number stats that describe the step, not its rows: kept from the first partition.
+#: Every other whole number is a counter and adds up over partitions (they hold disjoint rows,
+#: and keyed steps' partitions hold whole groups, so group counts add up too).
+CONSTANTS = {"items", "ngram", "threshold", "per_task", "dim", "clusters", "length_groups"}
+MERGED = {"cap": ("per_task",)}
+
+
+# --------------------------------------------------------------------------------------------
+# Ray session
+
+
+def ensure_ray(address: str | None = None, num_cpus: int | None = None):
+    """Connect to `address`, or start a local Ray (no dashboard) when none is running."""
+    import ray
+
+    if not ray.is_initialized():
+        kwargs = dict(include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(num_cpus=num_cpus, **kwargs)
+    from ray.data import DataContext
+
+    context = DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    # The hash shuffle (tasks plus aggregators) measured 2x faster here than the default
+    # SHUFFLE_V2 for the keyed steps, and its output maps faster (see benchmarks/results/engine.md).
+    from ray.data.context import ShuffleStrategy
+
+    context.shuffle_strategy = ShuffleStrategy.HASH_SHUFFLE
+    return ray
+
+
+def gpus_available() -> int:
+    import ray
+
+    try:
+        return int(ray.cluster_resources().get("GPU", 0))
+    except Exception:  # pragma: no cover
+        return 0
+
+
+# --------------------------------------------------------------------------------------------
+# frames <-> datasets
+
+
+def from_frame(frame: pl.DataFrame, blocks: int = 4):
+    """An in-memory frame as a Ray dataset of `blocks` blocks, with input positions."""
+    import ray.data
+
+    frame = frame.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias(POS))
+    size = max(1, -(-frame.height // max(1, blocks)))
+    tables = [frame.slice(i, size).to_arrow() for i in range(0, max(frame.height, 1), size)]
+    return ray.data.from_arrow(tables)
+
+
+def to_frame(ds, keep_pos: bool = False) -> pl.DataFrame:
+    """Gather a (small) dataset to the driver in input order: tests and analysis only."""
+    import pyarrow as pa
+    import ray
+
+    tables = [t for t in ray.get(ds.to_arrow_refs()) if t.num_rows]
+    if not tables:
+        return pl.DataFrame()
+    frame = pl.from_arrow(pa.concat_tables(tables, promote_options="permissive"))
+    frame = frame.sort(POS) if POS in frame.columns else frame
+    drop = [c for c in HELPERS if c in frame.columns and not (keep_pos and c == POS)]
+    return frame.drop(drop)
+
+
+def read_shards(paths: Sequence[str | Path]):
+    """Input files (parquet, jsonl, json, csv) or kocurate dataset folders as one dataset read
+    in shards (a parquet row group or a file per read task), each row with its input position."""
+    import pyarrow.parquet as pq
+    import ray.data
+
+    from ...records import data_files
+
+    pieces: list[dict] = []
+    offset = 0
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            files = data_files(path, "train")
+            if not files:
+                raise InputError(f"{path}: no data/train-*.parquet shards; pass a kocurate dataset folder or data files")
+        elif path.is_file():
+            files = [path]
+        else:
+            raise InputError(f"{path}: not found; pass a dataset folder or a data file")
+        for file in files:
+            if file.suffix == ".parquet":
+                meta = pq.ParquetFile(file).metadata
+                for group in range(meta.num_row_groups):
+                    rows = meta.row_group(group).num_rows
+                    pieces.append({"path": str(file), "group": group, "offset": offset})
+                    offset += rows
+            else:
+                from ...records.load import read_table
+
+                rows = read_table(file).height  # counted once here, read again in a worker
+                pieces.append({"path": str(file), "group": -1, "offset": offset})
+                offset += rows
+    if not pieces:
+        raise InputError("no input rows: every input file is empty")
+    items = ray.data.from_items(pieces, override_num_blocks=len(pieces))
+    return items.map_batches(_read_piece, batch_size=1, batch_format="pyarrow"), offset
+
+
+def _read_piece(batch):
+    import pyarrow.parquet as pq
+
+    from ...records.load import read_table
+
+    path = batch["path"][0].as_py()
+    group = batch["group"][0].as_py()
+    offset = batch["offset"][0].as_py()
+    if group >= 0:
+        frame = pl.from_arrow(pq.ParquetFile(path).read_row_group(group))
+    else:
+        frame = read_table(Path(path))
+    if "id" not in frame.columns:
+        raise InputError(f"{path}: no `id` column; the Ray engine reads canonical rows: run `kocurate normalize` first, "
+                         f"or pass a kocurate dataset folder")
+    return frame.with_columns((pl.int_range(pl.len(), dtype=pl.Int64) + offset).alias(POS)).to_arrow()
+
+
+# --------------------------------------------------------------------------------------------
+# a step's output: kept and removed rows in one dataset, with counters
+
+
+def _removal_columns(frame: pl.DataFrame) -> pl.DataFrame:
+    """Every removed/ column present with a fixed type, so all blocks share one schema."""
+    types = {"step": pl.String, "reason": pl.String, "dup_of": pl.String, "similarity": pl.Float64, "detail": pl.String}
+    return frame.with_columns([(pl.col(c).cast(types[c]) if c in frame.columns else pl.lit(None, types[c])).alias(c)
+                               for c in REMOVAL])
+
+
+def combine(result: StepResult, rows_in: int) -> "pa.Table":  # noqa: F821
+    """One partition's kept and removed rows as one table; counters on the first row."""
+    kept = _removal_columns(result.kept).with_columns(pl.lit(0, pl.Int8).alias(KIND))
+    removed = _removal_columns(result.removed).with_columns(pl.lit(1, pl.Int8).alias(KIND))
+    both = pl.concat([kept, removed], how="diagonal_relaxed") if removed.height else kept
+    counters = json.dumps(_jsonable({"rows_in": rows_in, "rows_out": result.kept.height,
+                                     "removed": result.removed_by_reason(), "stats": result.stats}), ensure_ascii=False)
+    stats = pl.Series(STATS, [counters] + [None] * max(0, both.height - 1), dtype=pl.String)
+    if not both.height:  # an empty partition still reports (rows_in 0)
+        return both.with_columns(pl.lit(None, pl.String).alias(STATS)).to_arrow()
+    return both.with_columns(stats).to_arrow()
+
+
+_RESOLVED: dict = {}
+
+
+def resolve(value):
+    """A broadcast value passed to map_batches as an ObjectRef, fetched once per worker."""
+    import ray
+
+    if not isinstance(value, ray.ObjectRef):
+        return value
+    key = value.hex()
+    if key not in _RESOLVED:
+        _RESOLVED.clear()  # one broadcast at a time per worker: the last step's
+        _RESOLVED[key] = ray.get(value)
+    return _RESOLVED[key]
+
+
+def _as_frame(batch) -> pl.DataFrame:
+    frame = pl.from_arrow(batch)
+    return frame if isinstance(frame, pl.DataFrame) else frame.to_frame()
+
+
+def _run_on_batch(batch, step: Step, seed: int, cache_dir: str | None):
+    frame = _as_frame(batch)
+    frame = frame.drop([c for c in (KIND, STATS, KEY) if c in frame.columns])
+    ctx = RunContext(seed=seed, cache_dir=None if cache_dir is None else Path(cache_dir))
+    if POS in frame.columns:
+        frame = frame.sort(POS)
+    result = step.run(frame, ctx)
+    if frame.height and POS not in result.kept.columns:
+        raise RuntimeError(f"step {step.name} dropped the engine's position column")
+    return combine(result, frame.height)
+
+
+class BatchRunner:
+    """An actor of the pool for per-row steps: the step (with what it loaded once) stays warm."""
+
+    def __init__(self, step: Step, seed: int, cache_dir: str | None):
+        self.step, self.seed, self.cache_dir = step, seed, cache_dir
+
+    def __call__(self, batch):
+        return _run_on_batch(batch, self.step, self.seed, self.cache_dir)
+
+
+def _key_column(batch, step: Step):
+    """The shuffle key of each row: a 64-bit hash of what decides the row's group."""
+    from ..dedup import row_texts
+    from ..embed import text_keys
+
+    frame = _as_frame(batch)
+    if step.name == "cap":
+        col = step.task_column
+        if col not in frame.columns:
+            values = [""] * frame.height  # Cap.run reports the missing column
+        else:
+            values = frame[col].cast(pl.String).fill_null("(none)").to_list()  # Cap folds nulls into "(none)"
+    else:  # exact dedup: rows with equal step keys have equal normalised `columns`
+        values = row_texts(frame, exact_key_columns(step), separator="\n")
+    keys = text_keys(values).view(np.int64)
+    return frame.with_columns(pl.Series(KEY, keys, dtype=pl.Int64)).to_arrow()
+
+
+def exact_key_columns(step: Step) -> tuple[str, ...]:
+    """Columns whose normalised text every exact-dedup key includes (the shuffle key hashes them).
+
+    Any key the step computes that is at least as fine as these columns works: rows with equal
+    step keys then share a partition. (Wanted from dedup.py: `exact_key(frame) -> list[str]`.)"""
+    return tuple(getattr(step, "columns", ("instruction", "input")))
+
+
+@dataclass
+class RayStepOutput:
+    """A step's result on Ray: its kept rows, its removed rows (both datasets), its record."""
+
+    kept: object
+    removed: object
+    record: StepRecord
+    stats: dict
+
+
+ROW_STEPS = ("drop-empty", "decontaminate", "normalize")
+KEYED_STEPS = ("exact-dedup", "cap")
+
+
+class RayExecutor:
+    """Runs steps on Ray Data; see the module docstring. `address` None starts a local Ray."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, num_cpus: int | None = None, partition_rows: int = PARTITION_ROWS,
+                 batch_rows: int = BATCH_ROWS, actors: int | None = None, sample_rows: int | None = None,
+                 nprobe: int | None = None, nlist: int | None = None):
+        self.address = address
+        self.num_cpus = num_cpus
+        self.partition_rows = partition_rows
+        self.batch_rows = batch_rows
+        self.actors = actors
+        self.sample_rows = sample_rows
+        self.nprobe = nprobe
+        self.nlist = nlist
+        self._started = False
+
+    def start(self):
+        ray = ensure_ray(self.address, self.num_cpus)
+        self._started = True
+        return ray
+
+    def close(self) -> None:
+        """Leaves a Ray this executor did not start alone; shuts down a local one it started."""
+        import ray
+
+        if self._started and not self.address and ray.is_initialized():
+            ray.shutdown()
+        self._started = False
+
+    # ---- one step over a dataset ---------------------------------------------------------------
+
+    def run_dataset(self, step: Step, ds, ctx: RunContext, rows: int | None = None) -> RayStepOutput:
+        """Run `step` over dataset `ds` (rows carry `_kc_pos`); returns kept/removed datasets."""
+        self.start()
+        start = time.perf_counter()
+        cache = None if ctx.cache_dir is None else str(ctx.cache_dir)
+        if step.name in KEYED_STEPS:
+            rows = rows if rows is not None else ds.count()
+            parts = max(2, -(-rows // self.partition_rows))
+            keyed = ds.map_batches(_key_column, batch_format="pyarrow", fn_kwargs={"step": step})
+            shuffled = keyed.repartition(parts, keys=[KEY])
+            out = shuffled.map_batches(_run_on_batch, batch_size=None, batch_format="pyarrow",
+                                       fn_kwargs={"step": step, "seed": ctx.seed, "cache_dir": cache})
+            how = f"hash shuffle into {parts} partitions"
+        elif step.name in ROW_STEPS:
+            if step.name == "decontaminate":
+                step.load_items()  # once, on the driver; shipped with the step to every actor
+                gpus = 1 if (gpus_available() and str(getattr(step, "embedder", "")).startswith("st:")) else 0
+                size = self.actors or max(1, int(self._cpus() - 1) if not gpus else gpus_available())
+                out = ds.map_batches(BatchRunner, batch_size=self.batch_rows, batch_format="pyarrow",
+                                     fn_constructor_kwargs={"step": step, "seed": ctx.seed, "cache_dir": cache},
+                                     concurrency=size, num_gpus=gpus)
+                how = f"map_batches, {size} actors"
+            else:
+                out = ds.map_batches(_run_on_batch, batch_size=self.batch_rows, batch_format="pyarrow",
+                                     fn_kwargs={"step": step, "seed": ctx.seed, "cache_dir": cache})
+                how = "map_batches"
+        elif step.name == "select":
+            from .ray_select import run_select
+
+            return run_select(self, step, ds, ctx, rows)
+        elif step.name == "semantic-dedup":
+            from .ray_semantic import run_semantic
+
+            return run_semantic(self, step, ds, ctx, rows)
+        else:
+            return self._on_driver(step, ds, ctx)
+        return self.split(step, out, start, how)
+
+    def split(self, step: Step, out, start: float, how: str, extra: dict | None = None) -> RayStepOutput:
+        """Materialise a step's combined output; read its counters; split kept from removed."""
+        try:
+            out = out.materialize()
+        except Exception as exc:  # a step's InputError raised in a worker: the same one line here
+            raise unwrap(exc) from None
+        import ray
+
+        refs = out.to_arrow_refs()  # materialised: no new execution, the blocks stay in the object store
+        counters = [json.loads(c) for part in ray.get([_stats_task().remote(r) for r in refs]) for c in part]
+        record = merge_counters(step, counters, time.perf_counter() - start)
+        record.stats["engine"] = f"ray ({how})"
+        if extra:
+            record.stats.update(extra)
+        kept = out.map_batches(_only, batch_format="pyarrow", fn_kwargs={"kind": 0})
+        removed = out.map_batches(_only, batch_format="pyarrow", fn_kwargs={"kind": 1})
+        return RayStepOutput(kept, removed, record, record.stats)
+
+    def _on_driver(self, step: Step, ds, ctx: RunContext) -> RayStepOutput:
+        import ray.data
+
+        start = time.perf_counter()
+        frame = to_frame(ds, keep_pos=True)
+        result = step.run(frame, ctx)
+        out = ray.data.from_arrow(combine(result, frame.height))
+        return self.split(step, out, start, "gathered to the driver: no Ray plan for this step")
+
+    def _cpus(self) -> float:
+        import ray
+
+        return float(ray.cluster_resources().get("CPU", 1))
+
+    # ---- one step over an in-memory frame (tests, library callers) -----------------------------
+
+    def run_step(self, step: Step, frame: pl.DataFrame, ctx: RunContext | None = None,
+                 blocks: int = 4) -> tuple[StepResult, StepRecord]:
+        """`step` over `frame` on Ray; the result gathered back (only for frames that fit)."""
+        ctx = ctx or RunContext()
+        self.start()
+        output = self.run_dataset(step, from_frame(frame, blocks), ctx, rows=frame.height)
+        kept = to_frame(output.kept)
+        removed = to_frame(output.removed)
+        if not kept.height and not kept.columns:
+            kept = frame.head(0)
+        result = StepResult(kept, removed, output.stats)
+        return result, output.record
+
+    def run(self, paths: Sequence, steps: Sequence[Step], out: str | Path, *, ctx: RunContext | None = None,
+            overwrite: bool = False, render_card: Callable | None = None, recipe: str | None = None,
+            shard_rows: int | None = None):
+        """The pipeline over input files or folders, written to `out` with resumable stages."""
+        from .ray_pipeline import run_ray_pipeline
+
+        return run_ray_pipeline(self, paths, steps, out, ctx=ctx or RunContext(), overwrite=overwrite,
+                                render_card=render_card, recipe=recipe, shard_rows=shard_rows)
+
+
+def _stats_of(table) -> list[str]:
+    """The counters a block carries (its partition's first row), read where the block lives."""
+    if STATS not in table.column_names or not table.num_rows:
+        return []
+    return [c for c in table.column(STATS).to_pylist() if c is not None]
+
+
+_STATS_TASK = None
+
+
+def _stats_task():
+    global _STATS_TASK
+    if _STATS_TASK is None:
+        import ray
+
+        _STATS_TASK = ray.remote(num_cpus=0.1)(_stats_of)
+    return _STATS_TASK
+
+
+def unwrap(exc: BaseException) -> BaseException:
+    """The InputError inside Ray's task-error wrappers (its own one line), else `exc` itself."""
+    from ...errors import first_line
+
+    seen, todo = set(), [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        cause = getattr(e, "cause", None)
+        if isinstance(cause, BaseException):
+            todo.append(cause)
+            continue
+        if isinstance(e, InputError):
+            return InputError(first_line(e, 2000))
+        todo += [e.__cause__, e.__context__]
+    # Ray Data re-raises a UDF's error as text inside its own wrappers: find the one line there
+    import re
+
+    found = re.findall(r"kocurate\.errors\.InputError: (.+)", str(exc))
+    return InputError(found[-1].strip()) if found else exc
+
+
+def _only(batch, kind: int):
+    import pyarrow.compute as pc
+
+    table = batch.filter(pc.equal(batch[KIND], kind))
+    drop = [KIND, STATS] + ([c for c in REMOVAL if c in table.column_names] if kind == 0 else [])
+    return table.drop_columns([c for c in drop if c in table.column_names])
+
+
+def merge_counters(step: Step, counters: list[dict], seconds: float) -> StepRecord:
+    """One manifest record from the partitions' counters."""
+    merged_keys = MERGED.get(step.name, ())
+    stats: dict = {}
+    removed: dict[str, int] = {}
+    rows_in = rows_out = 0
+    for part in counters:
+        rows_in += part["rows_in"]
+        rows_out += part["rows_out"]
+        for reason, n in part["removed"].items():
+            removed[reason] = removed.get(reason, 0) + n
+        for key, value in part["stats"].items():
+            if isinstance(value, int) and not isinstance(value, bool) and key not in CONSTANTS:
+                stats[key] = stats.get(key, 0) + value
+            elif key in merged_keys:
+                stats.setdefault(key, {}).update(value)
+            else:
+                stats.setdefault(key, value)
+    if "per_task" in stats:
+        stats["per_task"] = dict(sorted(stats["per_task"].items()))
+    return StepRecord(name=step.name, params=_jsonable(step.params()), rows_in=rows_in, rows_out=rows_out,
+                      removed=dict(sorted(removed.items(), key=lambda kv: -kv[1])), seconds=round(seconds, 3),
+                      stats=_jsonable(stats))
+
+
+__all__ = ["KIND", "POS", "RayExecutor", "RayStepOutput", "ensure_ray", "from_frame", "read_shards", "to_frame"]

@@ -1,0 +1,192 @@
+"""The pipeline on Ray: input shards -> steps -> the same Hub-layout folder, resumable by stage.
+
+* The output goes through `records.folder.output_guard` (checked, locked, a temporary folder,
+  one rename), like the local pipeline.
+* Each finished step's rows are kept beside the output in ``.NAME.engine-<fingerprint>/NN-step/``
+  (kept/ and removed/ parquet written by the workers, then ``record.json`` last, which marks the
+  stage finished). The fingerprint covers the inputs' files, the steps' parameters and the seed,
+  so a rerun of the same command after a kill starts after the last finished stage; a changed
+  command starts afresh. The stage folder goes once the output is in place. It cannot live in
+  the guard's temporary folder: the guard removes a dead run's temporaries.
+* data/ and removed/ are written in input order as ``train-0000N-of-0000M.parquet`` shards,
+  streamed one shard at a time through the driver.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import polars as pl
+
+from ...errors import InputError
+from ...records import Manifest, StepRecord
+from ...records.folder import SHARD_ROWS, minimal_card, output_guard, write_json_atomic
+from ...records.load import file_sha256, files_fingerprint
+from ...records.manifest import read_manifest
+from ...records.schema import canonical_order
+from ..step import RunContext, Step, _jsonable
+
+
+@dataclass
+class RayPipelineResult:
+    out: Path
+    records: list[StepRecord]
+    rows_in: int
+    rows_out: int
+    removed_rows: int
+    resumed: list[str] = field(default_factory=list)
+
+    def removed_by_reason(self) -> dict[str, int]:
+        totals: dict[str, int] = {}
+        for record in self.records:
+            for reason, n in record.removed.items():
+                totals[reason] = totals.get(reason, 0) + n
+        return totals
+
+
+def _files(path: Path) -> list[Path]:
+    from ...records import data_files
+
+    return data_files(path, "train") if path.is_dir() else [path]
+
+
+def stage_fingerprint(paths: Sequence[Path], steps: Sequence[Step], seed: int) -> str:
+    parts = {"inputs": [[str(p), files_fingerprint(_files(p))] for p in paths],
+             "steps": [[s.name, _jsonable(s.params())] for s in steps], "seed": seed}
+    return hashlib.blake2b(json.dumps(parts, sort_keys=True, default=str).encode(), digest_size=8).hexdigest()
+
+
+def run_ray_pipeline(executor, paths: Sequence, steps: Sequence[Step], out: str | Path, *, ctx: RunContext,
+                     overwrite: bool = False, render_card: Callable | None = None, recipe: str | None = None,
+                     shard_rows: int | None = None, stop_after: int | None = None) -> RayPipelineResult:
+    """Run `steps` over the input files / folders `paths` on Ray and write one dataset folder.
+
+    `stop_after` (tests) raises after that many stages finished, as a killed run would stop."""
+    from ..normalize import DropEmpty
+    from .ray_data import KIND, POS, read_shards
+
+    paths = [Path(p).expanduser().resolve() for p in paths]
+    if not paths:
+        raise InputError("no input given")
+    parents = [read_manifest(p) if p.is_dir() else None for p in paths]
+    steps = list(steps)
+    if any(m is None for m in parents) and not any(isinstance(s, DropEmpty) for s in steps):
+        steps = [DropEmpty(), *steps]
+    out = Path(out).expanduser().resolve()
+    render = render_card or ctx.render_card or minimal_card
+    executor.start()
+    with output_guard(out, paths, overwrite=overwrite) as tmp:
+        stages = out.with_name(f".{out.name}.engine-{stage_fingerprint(paths, steps, ctx.seed)}")
+        for stale in out.parent.glob(f".{out.name}.engine-*"):
+            if stale != stages:  # another command's stages: nothing to resume from
+                shutil.rmtree(stale, ignore_errors=True)
+        stages.mkdir(exist_ok=True)
+        ds, rows_in = read_shards(paths)
+        records: list[StepRecord] = []
+        resumed: list[str] = []
+        done_dirs: list[Path] = []
+        for number, step in enumerate(steps):
+            stage = stages / f"{number:02d}-{step.name}"
+            marker = stage / "record.json"
+            if marker.is_file():
+                record = StepRecord(**json.loads(marker.read_text(encoding="utf-8")))
+                resumed.append(step.name)
+            else:
+                if stage.exists():
+                    shutil.rmtree(stage)
+                output = executor.run_dataset(step, ds, ctx, rows=records[-1].rows_out if records else rows_in)
+                record = output.record
+                output.kept.write_parquet(str(stage / "kept"))
+                if sum(record.removed.values()):
+                    output.removed.write_parquet(str(stage / "removed"))
+                write_json_atomic(marker, record.to_dict())
+            records.append(record)
+            done_dirs.append(stage)
+            ds = _read_stage(stage / "kept", ds)
+            if stop_after is not None and number + 1 >= stop_after:
+                raise KeyboardInterrupt(f"stopped after stage {number + 1} (test)")
+
+        manifest = Manifest(seed=ctx.seed, recipe=recipe)
+        for path, parent in zip(paths, parents):
+            if parent:
+                manifest.inputs.extend(parent.get("inputs", []))
+                manifest.steps.extend(parent.get("steps", []))
+                manifest.parents.append({"folder": str(path), "data_fingerprint": parent.get("data_fingerprint")})
+            else:
+                files = _files(path)
+                rows = sum(pl.scan_parquet(f).select(pl.len()).collect().item() if f.suffix == ".parquet"
+                           else _count_rows(f) for f in files)
+                manifest.inputs.append({"name": path.name, "kind": "folder" if path.is_dir() else "file",
+                                        "path": str(path), "rows": rows,
+                                        "fingerprint": files_fingerprint(files) if path.is_dir() else file_sha256(path)})
+        for record in records:
+            manifest.add_step(record)
+        rows_out = records[-1].rows_out if records else rows_in
+        shards = _write_sorted(ds, tmp / "data", rows_out, shard_rows or SHARD_ROWS, POS, KIND)
+        removed_frames = [d / "removed" for d in done_dirs if (d / "removed").is_dir()]
+        removed_rows = sum(sum(r.removed.values()) for r in records)
+        if removed_rows:
+            _write_removed(removed_frames, tmp / "removed", shard_rows or SHARD_ROWS, POS)
+        columns = pl.read_parquet_schema(shards[0]).keys() if shards else []
+        manifest.rows = rows_out
+        manifest.removed_rows = removed_rows
+        manifest.columns = list(columns)
+        manifest.data_fingerprint = files_fingerprint(shards)
+        manifest.write(tmp / "manifest.json")
+        (tmp / "README.md").write_text(render(tmp, manifest.to_dict()), encoding="utf-8")
+    shutil.rmtree(stages, ignore_errors=True)
+    return RayPipelineResult(out, records, rows_in, rows_out, removed_rows, resumed)
+
+
+def _count_rows(path: Path) -> int:
+    from ...records.load import read_table
+
+    return read_table(path).height
+
+
+def _read_stage(folder: Path, previous):
+    import ray.data
+
+    if not folder.is_dir() or not any(folder.glob("*.parquet")):
+        return previous.limit(0)
+    return ray.data.read_parquet(str(folder))
+
+
+def _write_sorted(ds, folder: Path, rows: int, shard_rows: int, pos: str, kind: str) -> list[Path]:
+    """`ds` in input order as Hub shards (one shard in the driver's memory at a time)."""
+    folder.mkdir(parents=True)
+    count = max(1, -(-rows // shard_rows))
+    paths = [folder / f"train-{i:05d}-of-{count:05d}.parquet" for i in range(count)]
+    written = 0
+    if rows:
+        ordered = ds.sort(pos)
+        for index, batch in enumerate(ordered.iter_batches(batch_size=shard_rows, batch_format="pyarrow")):
+            frame = pl.from_arrow(batch)
+            frame = canonical_order(frame.drop([c for c in frame.columns if c.startswith("_kc_")]))
+            frame.write_parquet(paths[index], compression="zstd")
+            written += 1
+    if written < count:  # no rows: one empty shard with the schema, as the local writer does
+        pl.DataFrame().write_parquet(paths[written])
+    return paths
+
+
+def _write_removed(stage_dirs: list[Path], folder: Path, shard_rows: int, pos: str) -> list[Path]:
+    """Removed rows of every stage, stage by stage, each in input order (lazily scanned)."""
+    scans = [pl.scan_parquet(str(d / "*.parquet")).sort(pos) for d in stage_dirs]
+    frame = pl.concat(scans, how="diagonal_relaxed")
+    total = frame.select(pl.len()).collect().item()
+    folder.mkdir(parents=True)
+    count = max(1, -(-total // shard_rows))
+    paths = []
+    for index in range(count):
+        part = frame.slice(index * shard_rows, shard_rows).collect()
+        part = canonical_order(part.drop([c for c in part.columns if c.startswith("_kc_")]))
+        path = folder / f"train-{index:05d}-of-{count:05d}.parquet"
+        part.write_parquet(path, compression="zstd")
+        paths.append(path)
+    return paths

@@ -1,0 +1,223 @@
+"""The engine seam: each covered step through the local and the Ray Data executor keeps the same rows.
+
+Ray runs locally with 2 CPUs, one session for the module. The Ray tests compare against the
+local executor on the samples (planted duplicates, contamination, CoT tasks), so a wrong
+shuffle key, a lost row or a different greedy order fails them.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from kocurate.curate.cap import Cap
+from kocurate.curate.dedup import ExactDedup, SemanticDedup
+from kocurate.curate.engine import ENGINES, LocalExecutor, get_executor
+from kocurate.curate.step import RunContext
+from kocurate.errors import InputError
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "samples"
+
+
+def instructions() -> pl.DataFrame:
+    return pl.read_ndjson(SAMPLES / "ko_instructions.jsonl")
+
+
+def cot() -> pl.DataFrame:
+    frame = pl.read_ndjson(SAMPLES / "ko_cot.jsonl")
+    return frame.with_columns(pl.format("cot-{}", pl.int_range(pl.len())).alias("id"))
+
+
+# ---------------------------------------------------------------------------------------------
+# without Ray
+
+
+def test_get_executor_names_and_errors():
+    assert isinstance(get_executor("local"), LocalExecutor)
+    assert isinstance(get_executor(None), LocalExecutor)
+    assert ENGINES == ("local", "ray")
+    with pytest.raises(InputError, match="--engine spark: unknown engine; use one of local, ray"):
+        get_executor("spark")
+    with pytest.raises(InputError, match="--ray-address .* only used with --engine ray"):
+        get_executor("local", address="ray://head:10001")
+
+
+def test_get_executor_ray_is_lazy():
+    executor = get_executor("ray", address="ray://nowhere:1")
+    assert executor.name == "ray" and executor.address == "ray://nowhere:1"
+    assert not executor._started  # nothing connects until a step runs
+
+
+def test_local_executor_is_the_step_itself():
+    frame = instructions()
+    result, record = LocalExecutor().run_step(ExactDedup(), frame, RunContext(seed=1))
+    direct = ExactDedup().run(frame, RunContext(seed=1))
+    assert result.kept["id"].to_list() == direct.kept["id"].to_list()
+    assert record.rows_in == frame.height and record.rows_out == direct.kept.height
+
+
+def test_merge_counters_sums_counts_and_merges_tables():
+    from kocurate.curate.engine.ray_data import merge_counters
+
+    parts = [
+        {"rows_in": 10, "rows_out": 4, "removed": {"over-cap": 6},
+         "stats": {"tasks": 2, "tasks_capped": 1, "per_task": {"b": [8, 2], "a": [2, 2]}, "rows_after": 4}},
+        {"rows_in": 5, "rows_out": 5, "removed": {}, "stats": {"tasks": 1, "tasks_capped": 0, "per_task": {"c": [5, 5]},
+                                                           "rows_after": 5}},
+    ]
+    record = merge_counters(Cap(per_task=2), parts, 1.5)
+    assert (record.rows_in, record.rows_out, record.removed) == (15, 9, {"over-cap": 6})
+    assert record.stats["tasks"] == 3 and record.stats["rows_after"] == 9
+    assert list(record.stats["per_task"]) == ["a", "b", "c"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Ray: one local session for the module
+
+@pytest.fixture(scope="module")
+def ray_executor():
+    pytest.importorskip("ray")
+    from kocurate.curate.engine.ray_data import RayExecutor
+
+    executor = RayExecutor(num_cpus=2, partition_rows=1000, batch_rows=1000, actors=1)
+    executor.start()
+    yield executor
+    executor.close()
+
+
+def both(step_factory, frame, ray_executor, ctx=None):
+    ctx = ctx or RunContext(seed=7)
+    local, local_record = LocalExecutor().run_step(step_factory(), frame, ctx)
+    remote, remote_record = ray_executor.run_step(step_factory(), frame, ctx)
+    return local, local_record, remote, remote_record
+
+
+def removed_pairs(frame: pl.DataFrame) -> list[tuple]:
+    return sorted(frame.select("id", "reason", "dup_of").iter_rows())
+
+
+def test_exact_dedup_same_kept_ids(ray_executor):
+    frame = instructions()
+    local, lrec, remote, rrec = both(ExactDedup, frame, ray_executor)
+    assert local.removed.height > 0  # the sample has planted exact duplicates
+    assert remote.kept["id"].to_list() == local.kept["id"].to_list()  # same rows, input order
+    assert removed_pairs(remote.removed) == removed_pairs(local.removed)  # same twin kept for each
+    assert (rrec.rows_in, rrec.rows_out, rrec.removed) == (lrec.rows_in, lrec.rows_out, lrec.removed)
+    assert rrec.stats["exact_duplicates"] == lrec.stats["exact_duplicates"]
+    assert set(remote.kept.columns) == set(local.kept.columns)
+
+
+def test_cap_same_kept_ids(ray_executor):
+    frame = cot()
+    local, lrec, remote, rrec = both(lambda: Cap(per_task=20), frame, ray_executor)
+    assert lrec.stats["tasks_capped"] > 0
+    assert remote.kept["id"].to_list() == local.kept["id"].to_list()
+    assert rrec.stats["per_task"] == lrec.stats["per_task"]
+    assert rrec.stats["tasks"] == lrec.stats["tasks"] and rrec.removed == lrec.removed
+
+
+def test_decontaminate_same_kept_ids(ray_executor):
+    from kocurate.curate.decontam import Decontaminate
+
+    frame = instructions()
+
+    def step():
+        return Decontaminate(against="kobest", data_dir=str(SAMPLES / "kobest"), embedder="lexical", skip_missing=True)
+
+    local, lrec, remote, rrec = both(step, frame, ray_executor)
+    assert local.removed.height > 0  # planted contamination
+    assert remote.kept["id"].to_list() == local.kept["id"].to_list()
+    assert removed_pairs(remote.removed) == removed_pairs(local.removed)
+    assert rrec.stats["contaminated"] == lrec.stats["contaminated"]
+    assert rrec.stats["items"] == lrec.stats["items"]  # a constant, not summed over batches
+
+
+def test_select_same_kept_ids_given_the_same_centroids(ray_executor):
+    from kocurate.curate.select import Select
+
+    frame = instructions().head(1200)
+    # a deterministic stand-in score per row
+    frame = frame.with_columns(pl.Series("ppl", [zlib.crc32(i.encode()) % 997 / 10 for i in frame["id"]]))
+
+    def step():
+        return Select(size=150, method="centroid", clusters=6, length_groups=3, embedder="lexical")
+
+    # every row of a group in the k-means sample: the same centroids as the local step
+    local, lrec, remote, rrec = both(step, frame, ray_executor)
+    assert remote.kept["id"].to_list() == local.kept["id"].to_list()
+    assert remote.kept.height == 150
+    assert remote.kept.select("id", "len", "len_group", "cluster").equals(local.kept.select("id", "len", "len_group", "cluster"))
+    assert rrec.stats["length_cut_points"] == lrec.stats["length_cut_points"]
+
+
+def test_semantic_dedup_identical_pairs(ray_executor, tmp_path):
+    frame = instructions()
+    # the Ray workers embed first, into a shared cache folder; the local run then reads their vectors
+    ctx = RunContext(seed=7, cache_dir=tmp_path / "cache")
+    ray_executor.nlist, ray_executor.nprobe = 6, 6  # probe every cell: exact search, cell by cell
+    try:
+        ray_step = SemanticDedup(threshold=0.8, embedder="lexical", rule="instruction")
+        remote, record = ray_executor.run_step(ray_step, frame, ctx)
+    finally:
+        ray_executor.nlist = ray_executor.nprobe = None
+    assert list((tmp_path / "cache").rglob("*.keys.npy"))  # chunks written by the workers
+
+    local = SemanticDedup(threshold=0.8, embedder="lexical", rule="instruction", search="exact").run(frame, ctx)
+    result = local.result
+    assert not result.truncated
+    rows = np.repeat(np.arange(result.n), np.diff(result.lims))
+    expected = {(result.ids[q], result.ids[j]) for q, j in zip(rows.tolist(), result.edge_j.tolist())}
+    assert expected  # the sample has near-duplicates above 0.8
+    rq, rj, _ = ray_step.ray_pairs
+    all_ids = frame["id"].to_list()
+    got = {(all_ids[a], all_ids[b]) for a, b in zip(rq.tolist(), rj.tolist())}
+    assert got == expected
+    assert remote.kept["id"].to_list() == local.kept["id"].to_list()
+    assert removed_pairs(remote.removed) == removed_pairs(local.removed)
+    assert record.stats["semantic_duplicates"] == local.stats["semantic_duplicates"]
+
+
+def test_input_error_in_a_worker_is_one_line(ray_executor):
+    with pytest.raises(InputError, match="no task column 'task'"):
+        ray_executor.run_step(Cap(per_task=3), instructions().head(50), RunContext())
+
+
+def test_killed_run_resumes_at_the_last_stage_and_matches_local(ray_executor, tmp_path):
+    from kocurate.curate.engine.ray_pipeline import run_ray_pipeline
+    from kocurate.records import load_records
+
+    source = tmp_path / "in.jsonl"
+    source.write_text((SAMPLES / "ko_instructions.jsonl").read_text(encoding="utf-8"), encoding="utf-8")
+    out = tmp_path / "out"
+    ctx = RunContext(seed=5)
+    with pytest.raises(KeyboardInterrupt):
+        run_ray_pipeline(ray_executor, [source], [ExactDedup()], out, ctx=ctx, stop_after=1)
+    assert not out.exists()  # nothing half-written at the output
+    stages = list(tmp_path.glob(".out.engine-*"))
+    assert len(stages) == 1 and (stages[0] / "00-drop-empty" / "record.json").is_file()
+
+    result = run_ray_pipeline(ray_executor, [source], [ExactDedup()], out, ctx=ctx, shard_rows=1000)
+    assert result.resumed == ["drop-empty"]
+    assert not list(tmp_path.glob(".out.engine-*"))  # stages go once the folder is in place
+    shards = sorted((out / "data").glob("*.parquet"))
+    assert [p.name for p in shards] == [f"train-{i:05d}-of-00003.parquet" for i in range(3)]
+    kept = pl.concat([pl.read_parquet(p) for p in shards])
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+
+    local_out = tmp_path / "local"
+    LocalExecutor().run([load_records(str(source))], [ExactDedup()], local_out, ctx=ctx)
+    local_kept = pl.concat([pl.read_parquet(p) for p in sorted((local_out / "data").glob("*.parquet"))])
+    local_manifest = json.loads((local_out / "manifest.json").read_text(encoding="utf-8"))
+    assert kept.equals(local_kept.select(kept.columns)) and kept.columns == local_kept.columns
+    assert [(s["name"], s["rows_in"], s["rows_out"], s["removed"]) for s in manifest["steps"]] == \
+           [(s["name"], s["rows_in"], s["rows_out"], s["removed"]) for s in local_manifest["steps"]]
+    removed = pl.concat([pl.read_parquet(p) for p in sorted((out / "removed").glob("*.parquet"))])
+    local_removed = pl.concat([pl.read_parquet(p) for p in sorted((local_out / "removed").glob("*.parquet"))])
+    assert sorted(removed.select("id", "dup_of").iter_rows()) == sorted(local_removed.select("id", "dup_of").iter_rows())
+    assert manifest["rows"] == local_manifest["rows"] and manifest["removed_rows"] == local_manifest["removed_rows"]
