@@ -221,3 +221,24 @@ def test_killed_run_resumes_at_the_last_stage_and_matches_local(ray_executor, tm
     local_removed = pl.concat([pl.read_parquet(p) for p in sorted((local_out / "removed").glob("*.parquet"))])
     assert sorted(removed.select("id", "dup_of").iter_rows()) == sorted(local_removed.select("id", "dup_of").iter_rows())
     assert manifest["rows"] == local_manifest["rows"] and manifest["removed_rows"] == local_manifest["removed_rows"]
+
+
+def test_cli_cap_on_ray_matches_local(ray_executor, tmp_path):
+    """`kocurate cap --engine ray` writes the folder the local engine writes (same kept ids)."""
+    from click.testing import CliRunner
+
+    from kocurate.cli import main
+
+    cot = Path(__file__).resolve().parent.parent / "samples" / "ko_cot.jsonl"
+    normalized = tmp_path / "cot"
+    assert CliRunner().invoke(main, ["normalize", str(cot), "--preset", "cot-collection", "-o", str(normalized)]).exit_code == 0
+    outs = {}
+    for engine in ("local", "ray"):
+        result = CliRunner().invoke(main, ["cap", str(normalized), "--per-task", "20", "--engine", engine,
+                                           "-o", str(tmp_path / engine)])
+        assert result.exit_code == 0, result.output
+        outs[engine] = sorted(pl.read_parquet(tmp_path / engine / "data").get_column("id").to_list())
+    assert outs["ray"] == outs["local"] and 0 < len(outs["local"]) < pl.read_parquet(normalized / "data").height
+    refused = CliRunner().invoke(main, ["cap", str(cot), "--preset", "cot-collection", "--engine", "ray",
+                                        "-o", str(tmp_path / "x")])
+    assert refused.exit_code == 2 and "run `kocurate normalize" in refused.output

@@ -5,9 +5,8 @@ from __future__ import annotations
 import click
 from rich.table import Table
 
-from ..curate import run_pipeline
 from ..curate.cap import Cap
-from .options import apply, input_options, load_inputs, output_options, run_context
+from .options import apply, engine_options, input_options, output_options, run_context, run_steps
 from .render import console, print_written
 
 
@@ -18,7 +17,8 @@ from .render import console, print_written
 @click.option("--per-task", default=100, show_default=True, help="Keep at most this many rows of each task.")
 @click.option("--task-column", default="task", show_default=True, help="Column naming each row's task.")
 @click.option("--show", default=30, show_default=True, help="How many tasks to list (largest first).")
-def cap_cmd(inputs, preset, mapping, split, output, overwrite, seed, per_task, task_column, show):
+@apply(engine_options)
+def cap_cmd(inputs, preset, mapping, split, output, overwrite, seed, per_task, task_column, show, engine, ray_address):
     """Cap every task at --per-task rows: the CoT-Collection recipe (100 per task).
 
     A task with at most N rows stays whole; a larger one keeps a seeded random sample of N
@@ -30,9 +30,9 @@ def cap_cmd(inputs, preset, mapping, split, output, overwrite, seed, per_task, t
       kocurate cap kaist-ai/CoT-Collection -o out/cot-capped --per-task 100
       kocurate cap samples/ko_cot.jsonl --preset cot-collection -o out/cot-capped
     """
-    sources = load_inputs(inputs, preset, mapping, split)
-    result = run_pipeline(sources, [Cap(per_task=per_task, task_column=task_column)], output,
-                          ctx=run_context(seed, None, no_cache=True), overwrite=overwrite)
+    result = run_steps(inputs, [Cap(per_task=per_task, task_column=task_column)], output,
+                       ctx=run_context(seed, None, no_cache=True), overwrite=overwrite, engine=engine,
+                       ray_address=ray_address, preset=preset, mapping=mapping, split=split)
     stats = result.records[-1].stats
     per = sorted(stats.get("per_task", {}).items(), key=lambda kv: (-kv[1][0], kv[0]))
     table = Table(title=f"tasks: {stats.get('tasks', 0):,} ({stats.get('tasks_capped', 0):,} capped at {per_task})",

@@ -9,11 +9,13 @@ import click
 from .options import (
     apply,
     embed_options,
+    engine_options,
     input_options,
     load_inputs,
     output_options,
     refuse_empty,
     run_context,
+    run_steps,
     threshold_option,
 )
 from .render import print_settings, print_written
@@ -37,8 +39,9 @@ from .render import print_settings, print_written
 @click.option("--bench-split", default="test", show_default=True, help="Split of the benchmark to check against.")
 @click.option("--fields", default=None, metavar="COL,...", help="Text columns of a --against dataset (default: every text column).")
 @apply(embed_options[1:])
+@apply(engine_options)
 def decontaminate_cmd(inputs, preset, mapping, split, output, overwrite, seed, against, data_dir, threshold, embedder, ngram,
-                      configs, skip_missing, bench_split, fields, cache_dir, no_cache):
+                      configs, skip_missing, bench_split, fields, cache_dir, no_cache, engine, ray_address):
     """Drop training rows that restate a benchmark item, by meaning or by a long verbatim overlap.
 
     Every row whose cosine (instruction + " " + input vs each benchmark text field) is >= --threshold
@@ -51,7 +54,6 @@ def decontaminate_cmd(inputs, preset, mapping, split, output, overwrite, seed, a
       kocurate decontaminate data.jsonl -o out/clean --against my_eval.jsonl --fields question,answer
       kocurate explain out/clean --step decontaminate
     """
-    from ..curate import run_pipeline
     from ..curate.decontam import Decontaminate
 
     step = Decontaminate(
@@ -60,10 +62,13 @@ def decontaminate_cmd(inputs, preset, mapping, split, output, overwrite, seed, a
         fields=tuple(f.strip() for f in fields.split(",")) if fields else None, skip_missing=skip_missing,
     )
     step.items = step.load_items()  # fail on a bad benchmark before loading or embedding the inputs
-    sources = load_inputs(inputs, preset, mapping, split)
-    refuse_empty(inputs, sources)
-    ctx = run_context(seed, cache_dir, no_cache)
-    result = run_pipeline(sources, [step], output, ctx=ctx, overwrite=overwrite)
+    sources = None
+    if engine == "local":
+        sources = load_inputs(inputs, preset, mapping, split)
+        refuse_empty(inputs, sources)
+    result = run_steps(inputs, [step], output, ctx=run_context(seed, cache_dir, no_cache), overwrite=overwrite,
+                       engine=engine, ray_address=ray_address, sources=sources, preset=preset, mapping=mapping,
+                       split=split)
     print_settings(result)
     print_written(result)
 

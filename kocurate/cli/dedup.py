@@ -11,8 +11,8 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from .options import (apply, embed_options, input_options, load_inputs, output_options, refuse_empty,
-                      run_context, threshold_option)
+from .options import (apply, embed_options, engine_options, input_options, load_inputs, output_options, refuse_empty,
+                      run_context, run_steps, threshold_option)
 from .render import console, print_settings, print_written
 
 _optional_output = [
@@ -49,8 +49,9 @@ _optional_output = [
 @click.option("--analyze", is_flag=True,
               help="Write nothing: print the nearest-neighbour cosine distribution and how many rows would go at "
                    "several thresholds, to choose --threshold.")
+@apply(engine_options)
 def dedup_cmd(inputs, preset, mapping, split, output, overwrite, seed, rule, threshold, embedder, cache_dir, no_cache,
-              keep, columns, method, exact_only, search, analyze):
+              keep, columns, method, exact_only, search, analyze, engine, ray_address):
     """Remove exact and near-duplicate rows from INPUTS (files, folders or Hub ids).
 
     \b
@@ -76,7 +77,7 @@ def dedup_cmd(inputs, preset, mapping, split, output, overwrite, seed, rule, thr
     from ..curate.dedup import ExactDedup, SemanticDedup
     from ..curate.dedup import analyze as analyze_rows
     from ..curate.dedup import check_columns
-    from ..curate.pipeline import combine_inputs, run_pipeline
+    from ..curate.pipeline import combine_inputs
 
     threshold = threshold_option(threshold)
     cols = tuple(c.strip() for c in (columns or "instruction,input").split(",") if c.strip())
@@ -86,9 +87,13 @@ def dedup_cmd(inputs, preset, mapping, split, output, overwrite, seed, rule, thr
         method = "exact"
     if not analyze and output is None:
         raise click.UsageError("missing -o/--output (or pass --analyze to only look)")
-    sources = load_inputs(inputs, preset, mapping, split)
-    refuse_empty(inputs, sources)
-    check_columns(combine_inputs(sources), cols)
+    if analyze and engine != "local":
+        raise click.UsageError("--analyze runs in one process; drop --engine ray")
+    sources = None
+    if engine == "local":
+        sources = load_inputs(inputs, preset, mapping, split)
+        refuse_empty(inputs, sources)
+        check_columns(combine_inputs(sources), cols)
     ctx = run_context(seed, cache_dir, no_cache)
     exact = ExactDedup(columns=cols, keep=keep, rule=rule)
     if analyze:
@@ -110,11 +115,12 @@ def dedup_cmd(inputs, preset, mapping, split, output, overwrite, seed, rule, thr
         steps.append(_minhash_step(cols, keep, rule))
     if method in ("semantic", "minhash+semantic"):
         steps.append(SemanticDedup(threshold=threshold, embedder=embedder, columns=cols, search=search, rule=rule))
-    result = run_pipeline(sources, steps, output, ctx=ctx, overwrite=overwrite)
+    result = run_steps(inputs, steps, output, ctx=ctx, overwrite=overwrite, engine=engine, ray_address=ray_address,
+                       sources=sources, preset=preset, mapping=mapping, split=split)
     print_settings(result)
     _print_dedup_summary(result)
     print_written(result)
-    if result.out is not None and result.removed.height:
+    if result.out is not None and result.removed_by_reason():
         console.print(f"see the removed rows beside their kept twins: [bold]kocurate explain {result.out}[/]")
 
 

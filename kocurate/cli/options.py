@@ -54,6 +54,38 @@ def threshold_option(value):
     return check_threshold(value)
 
 
+engine_options = [
+    click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+                 help="local: one process (default). ray: Ray Data, per-batch work on workers and the global "
+                      "decisions on small gathered data, for sets past one machine; reads canonical files or "
+                      "dataset folders (run `kocurate normalize` with --preset/--map first)."),
+    click.option("--ray-address", default=None, metavar="ADDRESS",
+                 help="With --engine ray: the cluster to join (ray://host:10001 or auto); default: start a local Ray."),
+]
+
+
+def run_steps(inputs, steps, output, *, ctx, overwrite: bool, engine: str = "local", ray_address: str | None = None,
+              sources=None, preset: str | None = None, mapping: str | None = None, split: str = "train"):
+    """Run `steps` over INPUTS on the chosen engine and write `output`; the result has `records`
+    and `out` either way (local: the in-memory PipelineResult; ray: the written folder's)."""
+    from ..curate.engine import get_executor
+    from ..curate.pipeline import run_pipeline
+    from ..errors import InputError
+
+    if engine == "local":
+        get_executor(engine, ray_address)  # refuses --ray-address without --engine ray
+        sources = sources if sources is not None else load_inputs(inputs, preset, mapping, split)
+        return run_pipeline(sources, steps, output, ctx=ctx, overwrite=overwrite)
+    if preset or mapping or current_revision():
+        raise InputError("--engine ray reads canonical files and dataset folders as they are; run `kocurate normalize "
+                         "INPUT -o FOLDER` with --preset/--map/--revision first, then pass FOLDER")
+    executor = get_executor(engine, ray_address)
+    try:
+        return executor.run(list(inputs), list(steps), output, ctx=ctx, overwrite=overwrite, render_card=ctx.render_card)
+    finally:
+        executor.close()
+
+
 def run_context(seed: int, cache_dir: Path | None, no_cache: bool):
     """The RunContext of a command: --no-cache wins, else --cache-dir, else the default cache folder."""
     from ..curate.pipeline import RunContext, default_cache_dir  # light: no embedders or torch

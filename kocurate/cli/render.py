@@ -30,14 +30,20 @@ def pipeline_summary(result, title: str = "summary") -> Table:
     total_seconds = sum(r.seconds for r in result.records)
     table.add_section()
     removed = ", ".join(f"{r}: {n:,}" for r, n in result.removed_by_reason().items()) or "-"
-    table.add_row("total", f"{result.rows_in:,}", f"{result.kept.height:,}", removed, f"{total_seconds:.2f}")
+    table.add_row("total", f"{result.rows_in:,}", f"{_rows_out(result):,}", removed, f"{total_seconds:.2f}")
     return table
+
+
+def _rows_out(result) -> int:
+    """Rows kept: an in-memory run holds them; a Ray run only counted them."""
+    return result.kept.height if hasattr(result, "kept") else result.rows_out
 
 
 def print_written(result) -> None:
     console.print(pipeline_summary(result))
     if result.out is not None:
-        console.print(f"wrote [bold]{result.out}[/] ({result.kept.height:,} rows; removed/ holds {result.removed.height:,})")
+        removed = result.removed.height if hasattr(result, "removed") else result.removed_rows
+        console.print(f"wrote [bold]{result.out}[/] ({_rows_out(result):,} rows; removed/ holds {removed:,})")
 
 
 def print_settings(result) -> None:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import click
 from rich.table import Table
 
-from ..curate import run_pipeline
 from ..curate.select import METHODS, Select
-from .options import apply, cache_options, input_options, load_inputs, output_options, run_context
+from .options import apply, cache_options, engine_options, input_options, output_options, run_context, run_steps
 from .render import console, print_written
 
 
@@ -39,9 +38,10 @@ from .render import console, print_written
 @click.option("--init", "kmeans_init", type=click.Choice(["k-means++", "random"]), default="k-means++", show_default=True,
               help="FAISS seeding; random is FAISS's own (faster, much worse on skewed cluster sizes).")
 @apply(cache_options)
+@apply(engine_options)
 def select_cmd(inputs, preset, mapping, split, output, overwrite, seed, ratio, size, method, length_groups, clusters,
                embedder, embeddings, score_column, scorer, tau, niter, n_init, kmeans_backend, kmeans_init, cache_dir,
-               no_cache):
+               no_cache, engine, ray_address):
     """Pick a small, diverse, high-quality subset the way KoQuality did (and alternatives).
 
     \b
@@ -64,8 +64,8 @@ def select_cmd(inputs, preset, mapping, split, output, overwrite, seed, ratio, s
     step = Select(ratio=ratio, size=size, method=method, length_groups=length_groups, clusters=clusters,
                   embedder=embedder, embeddings=embeddings, score_column=score_column, scorer=scorer, tau=tau, niter=niter,
                   n_init=n_init, kmeans=kmeans_backend, init=kmeans_init)
-    sources = load_inputs(inputs, preset, mapping, split)
-    result = run_pipeline(sources, [step], output, ctx=run_context(seed, cache_dir, no_cache), overwrite=overwrite)
+    result = run_steps(inputs, [step], output, ctx=run_context(seed, cache_dir, no_cache), overwrite=overwrite,
+                       engine=engine, ray_address=ray_address, preset=preset, mapping=mapping, split=split)
     stats = result.records[-1].stats
     table = Table(title=f"selection by length group (method {method}, {stats.get('budget')})", title_justify="left")
     for name in ("len_group", "length (chars)", "rows", "clusters", "selected", "share"):

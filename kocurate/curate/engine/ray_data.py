@@ -301,8 +301,11 @@ class RayExecutor:
         self._started = False
 
     def start(self):
+        import ray
+
+        owns = not ray.is_initialized()  # only a Ray this executor started is shut down by close()
         ray = ensure_ray(self.address, self.num_cpus)
-        self._started = True
+        self._started = self._started or owns
         return ray
 
     def close(self) -> None:
