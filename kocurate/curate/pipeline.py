@@ -59,11 +59,16 @@ class PipelineResult:
         return self.records[0].rows_in if self.records else self.kept.height
 
     def removed_by_reason(self) -> dict[str, int]:
-        totals: dict[str, int] = {}
-        for record in self.records:
-            for reason, n in record.removed.items():
-                totals[reason] = totals.get(reason, 0) + n
-        return totals
+        return removed_by_reason(self.records)
+
+
+def removed_by_reason(records) -> dict[str, int]:
+    """Rows removed per reason over the step records of a run."""
+    totals: dict[str, int] = {}
+    for record in records:
+        for reason, n in record.removed.items():
+            totals[reason] = totals.get(reason, 0) + n
+    return totals
 
 
 def combine_inputs(sources: Sequence[Loaded]) -> pl.DataFrame:

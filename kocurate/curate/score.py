@@ -165,11 +165,7 @@ class LMScorer:
     """A causal LM loaded with from_pretrained (Hub id or local folder); GPU + bf16 when present."""
 
     def __init__(self, spec: str, device: str = "auto", batch_size: int = 8, max_length: int = TRUNCATION):
-        try:
-            import torch
-            from transformers import AutoModelForCausalLM, AutoTokenizer
-        except ImportError as exc:  # pragma: no cover - torch is a dependency
-            raise KocurateError(f"scoring needs torch and transformers ({exc}); pip install torch transformers") from None
+        import torch
         self.torch = torch
         from transformers.utils import logging as hf_logging
 

@@ -253,17 +253,8 @@ class Select(Step):
         group_ids = np.unique(groups)
         texts = prompt_texts(frame)
 
-        # one key per (group, cluster), in a stable order
-        key = groups * (self.clusters + 1) + cluster
-        order = np.lexsort((np.arange(n), key))
-        bounds = np.flatnonzero(np.diff(key[order])) + 1
-        members_of = np.split(order, bounds)
-        sizes = np.array([len(m) for m in members_of])
-        quota = None
-        if self.size is not None:
-            quota = quotas(sizes, self.size)
-        elif self.method in ("centroid", "hard", "diverse"):
-            quota = quotas(sizes, int(round(self.ratio * n)))
+        members_of, quota = cells_and_quotas(groups, cluster, self.clusters, method=self.method, ratio=self.ratio,
+                                             size=self.size)
         rng = np.random.default_rng(ctx.seed)
         picked = [
             pick(self.method, m, ratio=self.ratio, quota=None if quota is None else int(quota[j]), scores=scores,
@@ -307,6 +298,22 @@ class Select(Step):
         if self.method == "diverse" and quota is not None and int(quota.sum()) > int(chosen.sum()):
             stats["diverse_shortfall"] = int(quota.sum()) - int(chosen.sum())
         return StepResult(kept, removed, stats)
+
+
+def cells_and_quotas(groups: np.ndarray, cluster: np.ndarray, clusters: int, *, method: str, ratio: float | None,
+                     size: int | None) -> tuple[list[np.ndarray], np.ndarray | None]:
+    """The rows of every (length group, cluster) cell, in a stable order, and each cell's quota
+    (None where the method's own per-cluster rule sets the count, as KoQuality's ppl does)."""
+    n = len(groups)
+    key = groups * (clusters + 1) + cluster
+    order = np.lexsort((np.arange(n), key))
+    members_of = np.split(order, np.flatnonzero(np.diff(key[order])) + 1)
+    sizes = np.array([len(m) for m in members_of])
+    if size is not None:
+        return members_of, quotas(sizes, size)
+    if method in ("centroid", "hard", "diverse"):
+        return members_of, quotas(sizes, int(round(ratio * n)))
+    return members_of, None
 
 
 def share_note(ratio: float | None, share: float, n_clusters: int, n: int, method: str) -> str | None:

@@ -42,11 +42,9 @@ class RayPipelineResult:
     resumed: list[str] = field(default_factory=list)
 
     def removed_by_reason(self) -> dict[str, int]:
-        totals: dict[str, int] = {}
-        for record in self.records:
-            for reason, n in record.removed.items():
-                totals[reason] = totals.get(reason, 0) + n
-        return totals
+        from ..pipeline import removed_by_reason
+
+        return removed_by_reason(self.records)
 
 
 def _files(path: Path) -> list[Path]:

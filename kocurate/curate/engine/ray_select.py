@@ -89,7 +89,7 @@ def run_select(executor, step, ds, ctx: RunContext, rows: int | None = None):
     import ray
 
     from ..cluster import kmeans, length_groups
-    from ..select import pick, quotas, share_note
+    from ..select import cells_and_quotas, pick, share_note
     from .ray_data import RayStepOutput
 
     start = time.perf_counter()
@@ -166,16 +166,8 @@ def run_select(executor, step, ds, ctx: RunContext, rows: int | None = None):
     dist = np.concatenate([a[2] for a in assigned])[a_order]
 
     # 5. picks per (group, cluster), as Select.run makes them
-    key = groups * (step.clusters + 1) + cluster
-    cell_order = np.lexsort((np.arange(n), key))
-    bounds = np.flatnonzero(np.diff(key[cell_order])) + 1
-    members_of = np.split(cell_order, bounds)
-    sizes = np.array([len(m) for m in members_of])
-    quota = None
-    if step.size is not None:
-        quota = quotas(sizes, step.size)
-    elif step.method in ("centroid", "hard", "diverse"):
-        quota = quotas(sizes, int(round(step.ratio * n)))
+    members_of, quota = cells_and_quotas(groups, cluster, step.clusters, method=step.method, ratio=step.ratio,
+                                         size=step.size)
     pick_rng = np.random.default_rng(ctx.seed)
     texts = hashes.tolist()  # ppl-h compares prompt texts for equality: their hashes do the same
     chosen = np.zeros(n, dtype=bool)
