@@ -2,6 +2,10 @@
 
     .venv/bin/python benchmarks/bench_dedup.py peer --rows 100000          # time ratio + kept-set agreement
     .venv/bin/python benchmarks/bench_dedup.py recall --rows 100000        # IVF pair recall vs exact
+    .venv/bin/python benchmarks/bench_dedup.py recall --rows 1000000 --dim 256 --nprobes 32,64,96   # a grid
+    .venv/bin/python benchmarks/bench_dedup.py recall --data clustered --rows 1000000 --dim 256     # topics
+    .venv/bin/python benchmarks/bench_dedup.py embed --rows 4000 --embedders use-fp32,use-bf16      # USE speed
+    .venv/bin/python benchmarks/bench_dedup.py e2e --rows 200000            # `kocurate dedup`, cold cache
     .venv/bin/python benchmarks/bench_dedup.py memory --rows 1000000       # peak RSS of kocurate alone
     .venv/bin/python benchmarks/bench_dedup.py quality                     # default embedder on the samples
     .venv/bin/python benchmarks/bench_dedup.py candidates                  # embedders on Korean paraphrase pairs
@@ -84,6 +88,52 @@ def synthetic(rows: int, dim: int = 512, dup_share: float = 0.25, noise: float =
     return vectors
 
 
+def clustered(rows: int, dim: int = 256, dup_share: float = 0.25, spread: float = 1.0, noise: float = 0.4,
+              rows_per_topic: int = 200, seed: int = 0) -> np.ndarray:
+    """Sentence-like vectors: topics of uneven size, rows spread around their topic, near-duplicates.
+
+    Topic centres are random unit vectors; topic sizes are lognormal (a few large topics, many
+    small ones), `rows_per_topic` on average. A row is its topic's centre plus Gaussian noise of
+    norm about `spread` (cosine about 0.5 between two rows of one topic at spread 1, as sentence
+    embeddings of one domain are). `dup_share` of the rows are near-duplicates of an earlier
+    row: that row plus noise of norm `noise` (cosine about 0.93; chains of them occur). This is
+    the hard case for cells: dense topics where near-duplicates straddle cell borders.
+    Generated in blocks, float32 throughout (3M x 256 is 3 GB).
+    """
+    rng = np.random.default_rng(seed)
+    n_topics = max(1, rows // rows_per_topic)
+    centres = rng.standard_normal((n_topics, dim), dtype=np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    weights = rng.lognormal(0.0, 1.0, n_topics)
+    topic = rng.choice(n_topics, rows, p=weights / weights.sum())
+    vectors = np.empty((rows, dim), dtype=np.float32)
+    block = 262_144
+    for start in range(0, rows, block):
+        stop = min(start + block, rows)
+        part = rng.standard_normal((stop - start, dim), dtype=np.float32)
+        part *= np.float32(spread / np.sqrt(dim))
+        part += centres[topic[start:stop]]
+        part /= np.linalg.norm(part, axis=1, keepdims=True)
+        vectors[start:stop] = part
+    n_dup = int(rows * dup_share)
+    targets = np.sort(rng.choice(np.arange(rows // 10, rows), n_dup, replace=False))
+    sources = (rng.random(n_dup) * targets).astype(np.int64)
+    for start in range(0, n_dup, block):
+        t, src = targets[start:start + block], sources[start:start + block]
+        jitter = rng.standard_normal((len(t), dim), dtype=np.float32)
+        jitter *= np.float32(noise / np.sqrt(dim))
+        jitter += vectors[src]
+        jitter /= np.linalg.norm(jitter, axis=1, keepdims=True)
+        vectors[t] = jitter
+    return vectors
+
+
+def make_vectors(args) -> np.ndarray:
+    if getattr(args, "data", "random") == "clustered":
+        return clustered(args.rows, args.dim)
+    return synthetic(args.rows, args.dim)
+
+
 def maxrss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -133,15 +183,49 @@ def cmd_peer(args) -> dict:
 
 
 def cmd_recall(args) -> dict:
-    from kocurate.curate.index import build_index, ivf_params, pair_recall
+    """Pair recall of the cell index against exact search on `sample` queries, for each nprobe.
 
-    vectors = synthetic(args.rows, args.dim)
+    One index per nlist (`--nlists`, default: the shipped `ivf_params`), then every nprobe
+    of `--nprobes` on the same queries. `visited` is the mean number of indexed rows a query
+    is compared with (the search's cost per row; the assignment costs nlist per row).
+    """
+    from kocurate.curate.index import (
+        CellIndex,
+        build_index,
+        ivf_params,
+        pair_recall,
+        range_pairs,
+        recall_sample,
+    )
+
+    vectors = make_vectors(args)
+    picks = recall_sample(len(vectors), args.sample)
     start = time.perf_counter()
-    index = build_index(vectors, method="ivf")
-    recall = pair_recall(vectors, args.threshold, sample=args.sample, index=index)
-    nlist, nprobe = ivf_params(len(vectors))
-    return {"bench": "recall", "rows": args.rows, "threshold": args.threshold, "sample_queries": args.sample,
-            "nlist": nlist, "nprobe": nprobe, "pair_recall": round(recall, 5), "seconds": round(time.perf_counter() - start, 1)}
+    exact = range_pairs(build_index(vectors, method="exact"), vectors[picks], args.threshold)
+    exact_s = time.perf_counter() - start
+    default_nlist, default_nprobe = ivf_params(len(vectors))
+    nlists = [int(x) for x in args.nlists.split(",")] if args.nlists else [default_nlist]
+    nprobes = [int(x) for x in args.nprobes.split(",")] if args.nprobes else [default_nprobe]
+    grid = []
+    spills = [int(x) for x in args.spills.split(",")] if args.spills else [1]
+    for nlist in nlists:
+        for spill in spills:
+            t0, c0 = time.perf_counter(), time.process_time()
+            index = CellIndex(vectors, nlist=nlist, nprobe=max(nprobes), spill=spill)
+            build_s, build_cpu = time.perf_counter() - t0, time.process_time() - c0
+            sizes = np.diff(index.range_bounds)
+            for nprobe in nprobes:
+                _, cells = index.quantizer.search(vectors[picks], nprobe)
+                visited = float(sizes[cells].sum(axis=1).mean())
+                t0 = time.perf_counter()
+                recall = pair_recall(vectors, args.threshold, sample=args.sample, index=index, nprobe=nprobe, exact=exact)
+                grid.append({"nlist": nlist, "spill": spill, "nprobe": nprobe, "pair_recall": round(recall, 5),
+                             "visited": round(visited), "build_s": round(build_s, 1), "build_cpu_s": round(build_cpu, 1)})
+                print(json.dumps(grid[-1]), file=sys.stderr, flush=True)
+    return {"bench": "recall", "data": args.data, "rows": args.rows, "dim": args.dim, "threshold": args.threshold,
+            "sample_queries": len(picks), "exact_pairs": int(exact.ids.size) - len(picks), "exact_s": round(exact_s, 1),
+            "default": {"nlist": default_nlist, "nprobe": default_nprobe}, "grid": grid,
+            "maxrss_mib": round(maxrss_mib())}
 
 
 def cmd_memory(args) -> dict:
@@ -206,18 +290,131 @@ def cmd_candidates(args) -> dict:
     return {"bench": "candidates", "results": out}
 
 
+def korean_rows(rows: int, seed: int = 0) -> list[dict]:
+    """`rows` distinct instruction-length Korean rows recombined from the samples' sentences.
+
+    Every sentence of samples/ko_instructions.jsonl (instructions, inputs, outputs) goes into a
+    pool; a row takes 1-2 random sentences as its instruction, 0-2 as its input and 1-3 as its
+    output (median instruction+input about 60-90 characters, like the samples). Rows share
+    sentences, so the near-duplicate step has real candidates to check, but no two rows are equal.
+    """
+    import re
+
+    rng = np.random.default_rng(seed)
+    pool: set[str] = set()
+    for line in (ROOT / "samples" / "ko_instructions.jsonl").read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            row = json.loads(line)
+            for key in ("instruction", "input", "output"):
+                for sentence in re.split(r"(?<=[.?!])\s+", row.get(key) or ""):
+                    if 8 <= len(sentence) <= 160:
+                        pool.add(sentence.strip())
+    sentences = sorted(pool)
+    pick = lambda k: " ".join(sentences[i] for i in rng.choice(len(sentences), k, replace=False))
+    out = []
+    for i in range(rows):
+        out.append({"id": f"r{i:07d}", "instruction": pick(int(rng.integers(1, 3))),
+                    "input": pick(int(rng.integers(0, 3))) if rng.random() < 0.5 else "",
+                    "output": pick(int(rng.integers(1, 4)))})
+    return out
+
+
+def cmd_e2e(args) -> dict:
+    """`kocurate dedup` end to end with default settings, cold cache, against embedding alone.
+
+    Writes `rows` generated rows (`korean_rows`) to a JSONL file, runs the CLI in a
+    subprocess with a fresh --cache-dir, then embeds the same texts alone (a fresh cache, in
+    another subprocess) with the default embedder: rows/s of both and the share of the
+    command's time spent embedding. CPU seconds (user + system of the child) are reported
+    beside wall seconds because this machine is shared: wall time stretches with other jobs.
+    """
+    import shutil
+    import tempfile
+
+    work = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
+    data = work / "rows.jsonl"
+    with data.open("w", encoding="utf-8") as handle:
+        for row in korean_rows(args.rows, seed=args.seed):
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    kocurate = str(Path(sys.executable).with_name("kocurate"))
+
+    def timed(cmd):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.perf_counter()
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        wall = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        if done.returncode:
+            raise SystemExit(f"{' '.join(cmd)} failed: {done.stderr[-2000:]}")
+        return wall, cpu, done.stdout
+
+    cli_wall, cli_cpu, _ = timed([kocurate, "dedup", str(data), "-o", str(work / "out"), "--cache-dir",
+                                  str(work / "cache-cli"), "--embedder", args.embedder])
+    embed_script = (
+        "import json,sys; from kocurate.curate.embed import embed_texts, load_embedder; "
+        "rows=[json.loads(l) for l in open(sys.argv[1], encoding='utf-8')]; "
+        "texts=[r['instruction']+' '+r['input'] for r in rows]; st={}; "
+        "m=load_embedder(sys.argv[3]); embed_texts(texts, m, cache_dir=sys.argv[2], stats=st); print(json.dumps({**st, 'name': m.name}))"
+    )
+    emb_wall, emb_cpu, out = timed([sys.executable, "-c", embed_script, str(data), str(work / "cache-embed"), args.embedder])
+    manifest = json.loads((work / "out" / "manifest.json").read_text(encoding="utf-8"))
+    steps = [{"step": s.get("step") or s.get("name"), "seconds": s.get("seconds"), "rows_out": s.get("rows_out")}
+             for s in manifest.get("steps", [])]
+    shutil.rmtree(work, ignore_errors=True)
+    return {"bench": "e2e", "rows": args.rows, "embedder": json.loads(out.strip().splitlines()[-1]).get("name"),
+            "dedup_wall_s": round(cli_wall, 1), "dedup_cpu_s": round(cli_cpu, 1),
+            "dedup_rows_per_s": round(args.rows / cli_wall), "dedup_rows_per_cpu_s": round(args.rows / cli_cpu),
+            "embed_wall_s": round(emb_wall, 1), "embed_cpu_s": round(emb_cpu, 1),
+            "embed_share_wall": round(emb_wall / cli_wall, 3), "embed_share_cpu": round(emb_cpu / cli_cpu, 3),
+            "steps": steps, "load_before": os.getloadavg()}
+
+
+def cmd_embed(args) -> dict:
+    """The default embedder alone: fp32 (the wheel) against bf16 (torch), same texts, one run."""
+    from kocurate.curate.embed import embed_texts, load_embedder
+
+    rows = korean_rows(args.rows, seed=args.seed)
+    texts = [r["instruction"] + " " + r["input"] for r in rows]
+    out = {"bench": "embed", "rows": args.rows, "mean_chars": round(float(np.mean([len(t) for t in texts])), 1)}
+    vectors = {}
+    for spec in args.embedders.split(","):
+        model = load_embedder(spec)
+        model.encode(texts[:64])  # warm: weights paged in
+        start, cpu = time.perf_counter(), time.process_time()
+        vectors[spec] = embed_texts(texts, model)
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+        out[spec] = {"name": model.name, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
+                     "rows_per_s": round(args.rows / wall), "rows_per_cpu_s": round(args.rows / cpu)}
+        print(json.dumps(out[spec]), file=sys.stderr, flush=True)
+    specs = list(vectors)
+    if len(specs) == 2:
+        a, b = vectors[specs[0]], vectors[specs[1]]
+        cos = (a * b).sum(axis=1)
+        out["cosine_between"] = {"min": round(float(cos.min()), 5), "mean": round(float(cos.mean()), 6)}
+    out["load_before"] = os.getloadavg()
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("bench", choices=["peer", "recall", "memory", "quality", "candidates", "all"])
+    parser.add_argument("bench", choices=["peer", "recall", "memory", "quality", "candidates", "e2e", "embed", "all"])
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--threshold", type=float, default=0.9)
     parser.add_argument("--method", default="auto")
     parser.add_argument("--sample", type=int, default=2000)
+    parser.add_argument("--data", choices=["random", "clustered"], default="random",
+                        help="synthetic vectors: random with planted near-duplicates, or clustered topics (recall)")
+    parser.add_argument("--nlists", default="", help="recall: comma-separated nlist values (default: ivf_params)")
+    parser.add_argument("--spills", default="", help="recall: comma-separated spill values (cells per indexed row)")
+    parser.add_argument("--nprobes", default="", help="recall: comma-separated nprobe values (default: ivf_params)")
     parser.add_argument("--embedder", default="default")
     parser.add_argument("--thresholds", default="0.8,0.85,0.9")
     parser.add_argument("--cache", default=None)
     parser.add_argument("--embedders", default="default,lexical")
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--inline", action="store_true", help="run in this process (default: a subprocess per bench)")
     args = parser.parse_args()
     if args.bench == "all":
@@ -228,7 +425,7 @@ def main() -> None:
         cmd = [sys.executable, __file__, *sys.argv[1:], "--inline"]
         sys.exit(subprocess.run(cmd, env={**os.environ, "PYTHONPATH": str(ROOT)}).returncode)
     result = {"peer": cmd_peer, "recall": cmd_recall, "memory": cmd_memory, "quality": cmd_quality,
-              "candidates": cmd_candidates}[args.bench](args)
+              "candidates": cmd_candidates, "e2e": cmd_e2e, "embed": cmd_embed}[args.bench](args)
     print(json.dumps(result, ensure_ascii=False))
 
 

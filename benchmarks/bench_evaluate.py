@@ -1,19 +1,19 @@
 #!/usr/bin/env python3
-"""KoBEST scoring speed: kocurate evaluate against lm-evaluation-harness, same model, data and batch size.
+"""kocurate's lm-eval backend against lm-eval's stock HF backend: same model object, tasks, shots,
+batch size, in one process, with the scores compared before any speed is reported.
 
-Both run in this one process on the same already-loaded model, the peer first and ours second
-(then once more each, keeping the faster run of each), and the scores are checked equal before
-any speed is reported.
+Both sides run through the same `kocurate.evaluate.evaluate(config, lm=...)` call, i.e. the same
+`lm_eval.simple_evaluate` with the same task objects built from the same local KoBEST files; the
+only difference is the model class (`lm_eval.models.huggingface.HFLM` vs
+`kocurate.evaluate.engine.KocurateLM`, a subclass that replaces `_loglikelihood_tokens`). The peer
+runs first, then ours, alternating for `--repeat` rounds; the best time of each is kept.
 
-    # CPU, the small random-weight GPT-NeoX built here (no download):
-    .venv/bin/python benchmarks/bench_evaluate.py --model small --shots 0,5 --batch-size 8
-    # GPU session, the real polyglot-ko-1.3b (GPT-NeoX, 1.3B), bf16 on both sides:
-    python benchmarks/bench_evaluate.py --model EleutherAI/polyglot-ko-1.3b --data-dir samples/kobest \
-        --shots 0,5 --batch-size 32 --device cuda --dtype bfloat16 --out benchmarks/results/evaluate-gpu.md
-
-lm-eval reads the same jsonl files through task configs that include its own kobest yaml files
-(see tests/test_evaluate_lmeval.py). The model is loaded once, outside the timings; each side's
-time is its whole evaluate call (lm-eval's includes building its task objects).
+    # CPU, >= 100M-parameter random-weight GPT-NeoX built here (no download), all five KoBEST tasks:
+    .venv/bin/python benchmarks/bench_evaluate.py --shots 0,5 --limit 8 --batch-size 8 --out benchmarks/results/evaluate.md
+    # GPU (benchmarks/gpu_check.sh): polyglot-ko-1.3b-shaped random model, bf16 speed + fp32 parity
+    python benchmarks/bench_evaluate.py --gpu --out benchmarks/results/evaluate-gpu.md
+    # the same GPU mode on a CPU, with the tests' tiny model, to check the script itself
+    .venv/bin/python benchmarks/bench_evaluate.py --gpu --tiny --limit 4
 """
 
 from __future__ import annotations
@@ -26,110 +26,142 @@ import tempfile
 import time
 from pathlib import Path
 
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
-from test_evaluate import CONFIGS, kobest_folder, write_kobest  # noqa: E402
-from test_evaluate_lmeval import lmeval_task_dir  # noqa: E402
+SHAPES = {
+    # ~102M parameters: 14 x (4 d^2 + 8 d^2) + embeddings
+    "cpu-100m": dict(hidden_size=768, num_hidden_layers=14, num_attention_heads=12, intermediate_size=3072,
+                     max_position_embeddings=2048, rotary_pct=0.25),
+    # EleutherAI/polyglot-ko-1.3b's config (vocab 30003, 24 layers, 2048 wide, rotary 0.5)
+    "polyglot-ko-1.3b": dict(hidden_size=2048, num_hidden_layers=24, num_attention_heads=16, intermediate_size=8192,
+                             max_position_embeddings=2048, rotary_pct=0.5, vocab_size=30003),
+    "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+                 max_position_embeddings=256, rotary_pct=0.25),
+}
 
 
-def build_small(folder: Path) -> Path:
-    """A 6-layer, 256-wide GPT-NeoX with 1024 positions on the project tokenizer (random weights)."""
+def build(shape: str, folder: Path, device: str, dtype):
+    """A random-weight GPT-NeoX of `shape` with the tests' tokenizer (trained on the samples)."""
     import torch
     from tiny_models import build_tokenizer
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
-    tok = build_tokenizer(folder, vocab_size=2000, model_max_length=1024)
+    cfg = dict(SHAPES[shape])
+    tok = build_tokenizer(folder, vocab_size=2000, model_max_length=cfg["max_position_embeddings"])
+    cfg.setdefault("vocab_size", len(tok))
     torch.manual_seed(0)
-    GPTNeoXForCausalLM(GPTNeoXConfig(
-        vocab_size=len(tok), hidden_size=256, num_hidden_layers=6, num_attention_heads=8, intermediate_size=1024,
-        max_position_embeddings=1024, rotary_pct=0.25, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id, tie_word_embeddings=False)).save_pretrained(folder)
-    return folder
+    with torch.device(device):
+        model = GPTNeoXForCausalLM(GPTNeoXConfig(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                                                 pad_token_id=tok.pad_token_id, tie_word_embeddings=False, **cfg))
+    return model.to(dtype).eval(), tok
+
+
+def run_pair(model, tok, config, repeat: int):
+    from lm_eval.models.huggingface import HFLM
+
+    from kocurate.evaluate import evaluate
+    from kocurate.evaluate.engine import KocurateLM
+
+    best = {"lm-eval": float("inf"), "kocurate": float("inf")}
+    results = {}
+    for _ in range(repeat):
+        for name, cls in (("lm-eval", HFLM), ("kocurate", KocurateLM)):
+            lm = cls(pretrained=model, tokenizer=tok, batch_size=config.batch_size)
+            spent = [0.0]
+            inner = lm._loglikelihood_tokens
+
+            def timed(*a, _inner=inner, _spent=spent, **kw):  # the scoring alone, without lm-eval's task work
+                t = time.perf_counter()
+                try:
+                    return _inner(*a, **kw)
+                finally:
+                    _spent[0] += time.perf_counter() - t
+
+            lm._loglikelihood_tokens = timed
+            if model.device.type == "cuda":
+                import torch
+
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            results[name] = evaluate(config, lm=lm)
+            best[name] = min(best[name], time.perf_counter() - t0)
+            best[name + " engine"] = min(best.get(name + " engine", float("inf")), spent[0])
+            if name == "kocurate":
+                results["stats"] = dict(lm.stats)
+    return best, results
+
+
+def compare(results) -> tuple[float, int]:
+    """Largest |ours - lm-eval| over every task, shot count and acc / acc_norm / F1; docs scored."""
+    worst, docs = 0.0, 0
+    ours, theirs = results["kocurate"].results["results"], results["lm-eval"].results["results"]
+    for task, by_shots in theirs.items():
+        for shots, scores in by_shots.items():
+            docs += scores["n"]
+            for metric in ("acc", "acc_norm", "f1"):
+                if metric in scores:
+                    worst = max(worst, abs(scores[metric] - ours[task][shots][metric]))
+    return worst, docs
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="small", help="'tiny', 'small' (built here) or a Hub id / folder")
-    ap.add_argument("--data-dir", help="KoBEST folder (default: samples/kobest, else a generated one)")
-    ap.add_argument("--tasks", default=",".join(CONFIGS))
+    ap.add_argument("--gpu", action="store_true", help="polyglot-ko-1.3b shape, bf16 speed then fp32 parity")
+    ap.add_argument("--tiny", action="store_true", help="use the tests' tiny shape (to try --gpu on a CPU)")
+    ap.add_argument("--data-dir", default=str(REPO / "samples" / "kobest"))
+    ap.add_argument("--tasks", default="kobest")
     ap.add_argument("--shots", default="0,5")
-    ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--limit", type=int)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    ap.add_argument("--repeat", type=int, default=2, help="runs per side; the fastest is kept")
-    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads for both sides (1 = steadier timings)")
-    ap.add_argument("--out", help="append the markdown result to this file")
+    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--batch-size", type=int, default=None, help="default: 8 on CPU, 32 with --gpu")
+    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    ap.add_argument("--out", help="append the markdown table to this file")
     args = ap.parse_args()
 
     import torch
-    import lm_eval
-    from lm_eval.models.huggingface import HFLM
-    from lm_eval.tasks import TaskManager
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from kocurate.evaluate import EvalConfig, evaluate
+    from kocurate.evaluate import EvalConfig
 
-    work = Path(tempfile.mkdtemp(prefix="bench-evaluate-"))
-    data = Path(args.data_dir) if args.data_dir else kobest_folder(REPO / "samples" / "kobest", work / "kobest")
-    if not args.data_dir and data.parent == work:
-        data = write_kobest(work / "kobest", sizes={"train": 64, "validation": 12, "test": 40})
-    if args.model in ("tiny", "small"):
-        from tiny_models import build_gpt_neox
-
-        model_path = build_gpt_neox(work / "tiny") if args.model == "tiny" else build_small(work / "small")
-    else:
-        model_path = args.model
-    if args.device == "cpu" and args.threads:
+    if args.threads:
         torch.set_num_threads(args.threads)
-    dtype = getattr(torch, args.dtype)
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(args.device).eval()
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    tasks = [t.strip().removeprefix("kobest_") for t in args.tasks.split(",")]
-    shots = [int(s) for s in args.shots.split(",")]
-    task_dir = lmeval_task_dir(data, work / "lmeval-tasks")
-    manager = TaskManager(include_path=str(task_dir), include_defaults=False)
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=args.batch_size, device=args.device)
-
-    rows = []
-    for k in shots:
-        peer_s, ours_s = [], []
-        for _ in range(args.repeat):
-            t0 = time.perf_counter()  # the peer first, then ours, alternating
-            peer = lm_eval.simple_evaluate(model=lm, tasks=[f"local_kobest_{c}" for c in tasks], num_fewshot=k,
-                                           task_manager=manager, limit=args.limit, log_samples=False)
-            peer_s.append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            ours = evaluate(EvalConfig(model=str(model_path), tasks=tasks, shots=[k], data_dir=str(data),
-                                       limit=args.limit, batch_size=args.batch_size), model=model, tokenizer=tokenizer)
-            ours_s.append(time.perf_counter() - t0)
-        n = sum(v[str(k)]["n"] for v in ours.results["results"].values())
-        engine = ours.results["engine"]
-        worst = 0.0
-        for c in tasks:
-            for metric in ("acc", "f1"):
-                worst = max(worst, abs(ours.results["results"][f"kobest_{c}"][str(k)][metric]
-                                       - peer["results"][f"local_kobest_{c}"][f"{metric},none"]))
-        rows.append((k, n, min(peer_s), min(ours_s), worst, engine["tokens_one_row_per_choice"], engine["tokens"]))
-
-    device = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()})"
-    lines = [f"### {Path(str(model_path)).name if args.model not in ('tiny', 'small') else args.model} "
-             f"({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params, {args.dtype}) on {device}", "",
-             f"data: {data} ({', '.join(tasks)}; limit {args.limit}); batch size {args.batch_size}; "
-             f"lm-eval {lm_eval.__version__ if hasattr(lm_eval, '__version__') else '?'}; best of {args.repeat}", "",
-             "| shots | examples | lm-eval s | lm-eval ex/s | kocurate s | kocurate ex/s | speed-up | max abs diff acc/F1 "
-             "| tokens forwarded lm-eval / kocurate |",
-             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for k, n, p, o, worst, t_peer, t_ours in rows:
-        lines.append(f"| {k} | {n} | {p:.2f} | {n / p:.1f} | {o:.2f} | {n / o:.1f} | {p / o:.2f}x | {worst:.1e} "
-                     f"| {t_peer:,} / {t_ours:,} ({t_peer / t_ours:.2f}x) |")
-    tp, to = sum(r[2] for r in rows), sum(r[3] for r in rows)
-    lines.append(f"| all | {sum(r[1] for r in rows)} | {tp:.2f} | | {to:.2f} | | {tp / to:.2f}x | | |")
-    text = "\n".join(lines) + "\n"
+    device = "cuda" if args.gpu and torch.cuda.is_available() else "cpu"
+    shape = "tiny" if args.tiny else ("polyglot-ko-1.3b" if args.gpu else "cpu-100m")
+    batch = args.batch_size or (32 if args.gpu else 8)
+    config = EvalConfig(model=shape, tasks=args.tasks, shots=args.shots, data_dir=args.data_dir, limit=args.limit,
+                        batch_size=batch, device=device)
+    runs = [("bfloat16", torch.bfloat16), ("float32", torch.float32)] if args.gpu else [("float32", torch.float32)]
+    lines = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for dtype_name, dtype in runs:
+            model, tok = build(shape, Path(tmp) / "model", device, dtype)
+            params = sum(p.numel() for p in model.parameters())
+            best, results = run_pair(model, tok, config, args.repeat)
+            worst, docs = compare(results)
+            stats = results["stats"]
+            row = (f"| {shape} ({params / 1e6:.0f}M) | {dtype_name} | {device} | {args.shots} | {docs} | {batch} | "
+                   f"{best['lm-eval']:.1f} | {docs / best['lm-eval']:.2f} | {best['kocurate']:.1f} | "
+                   f"{docs / best['kocurate']:.2f} | {best['lm-eval'] / best['kocurate']:.2f}x | "
+                   f"{best['lm-eval engine']:.1f} / {best['kocurate engine']:.1f} = "
+                   f"{best['lm-eval engine'] / best['kocurate engine']:.2f}x | {worst:.2e} | "
+                   f"{stats['tokens_one_row_per_choice']:,} / {stats['tokens']:,} |")
+            print(row, flush=True)
+            lines.append(row)
+            del model
+            if device == "cuda":
+                torch.cuda.empty_cache()
+    head = [f"### {time.strftime('%Y-%m-%d')}: {shape}, tasks {args.tasks}, limit {args.limit}, best of {args.repeat} "
+            f"({platform.machine()}, torch threads {torch.get_num_threads()}, "
+            f"{torch.cuda.get_device_name() if device == 'cuda' else 'CPU'})", "",
+            "| model | dtype | device | shots | docs | batch | lm-eval s | lm-eval docs/s | kocurate s | kocurate docs/s "
+            "| speed-up (whole call) | scoring s lm-eval / kocurate (speed-up) | max abs diff acc/F1 "
+            "| tokens forwarded lm-eval / kocurate |",
+            "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    text = "\n".join(head + lines) + "\n"
     print(text)
     if args.out:
         with open(args.out, "a", encoding="utf-8") as handle:

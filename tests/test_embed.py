@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 
 from kocurate.curate import embed as embed_mod
-from kocurate.curate.embed import Embedder, LexicalEmbedder, embed_texts, load_embedder, normalize_text
+from kocurate.curate.embed import (
+    Embedder,
+    LexicalEmbedder,
+    embed_texts,
+    load_embedder,
+    normalize_text,
+)
 from kocurate.errors import InputError
 
 PARAPHRASES = [
@@ -155,3 +161,169 @@ def test_read_only_cache_write_failure_warns(tmp_path, monkeypatch):
 def test_empty_list_gives_empty_matrix():
     out = embed_texts([], "lexical")
     assert out.shape == (0, 512) and out.dtype == np.float32
+
+
+# ---- one normalisation, one cache key ---------------------------------------------------------
+
+
+def test_normalize_text_lives_in_records_and_is_idempotent():
+    from kocurate.records.text import normalize_text as canonical
+
+    assert normalize_text is canonical
+    tricky = ["ＡＢＣ\u3000회사\u200b의\t주가는?\n", "\u1100\u200b\u1161 조합", " \u00ad \u0301 a ", "가\u00a0\u00a0나", ""]
+    for text in tricky:
+        once = normalize_text(text)
+        assert normalize_text(once) == once, repr(text)
+    # a zero-width character between a leading jamo and its vowel must not keep them apart
+    assert normalize_text("\u1100\u200b\u1161") == "가"
+
+
+def test_texts_that_differ_only_in_normalisation_share_one_cache_entry(tmp_path):
+    """dedup joins instruction + " " + input and normalises; select passes the raw prompt: one key."""
+    model = CountingEmbedder()
+    dedup_style = ["질문입니다  다음을 요약하세요.", "ＡＢＣ 회사의 주가는?"]
+    select_style = [" 질문입니다\u200b\t다음을 요약하세요. ", "ABC 회사의 주가는?"]
+    first = embed_texts(dedup_style, model, cache_dir=tmp_path)
+    assert model.seen == 2
+    again = embed_texts(select_style, model, cache_dir=tmp_path)
+    assert model.seen == 2  # nothing re-embedded
+    assert np.array_equal(first, again)
+
+
+def test_embedder_receives_normalised_text():
+    seen = []
+
+    class Recording(CountingEmbedder):
+        def encode(self, texts, batch_size=256):
+            seen.extend(texts)
+            return super().encode(texts)
+
+    embed_texts(["  a\u200b  b\t", None], Recording())
+    assert seen == ["a b", ""]
+
+
+# ---- truncation ---------------------------------------------------------------------------
+
+
+def test_long_text_is_cut_at_the_documented_length_and_counted(tmp_path):
+    model = CountingEmbedder()
+    lengths = []
+    original = model.encode
+
+    def encode(texts, batch_size=256):
+        lengths.extend(len(t) for t in texts)
+        return original(texts)
+
+    model.encode = encode
+    long = "가나다라마바사 " * 100_000  # 800,000 characters
+    stats: dict = {}
+    vectors = embed_texts([long, "짧은 문장"], model, cache_dir=tmp_path, stats=stats)
+    assert max(lengths) == embed_mod.MAX_EMBED_CHARS
+    assert stats["truncated"] == 1 and stats["max_chars"] == embed_mod.MAX_EMBED_CHARS
+    assert stats["texts"] == 2 and stats["embedded"] == 2 and stats["cached"] == 0
+    cut = normalize_text(long)[: embed_mod.MAX_EMBED_CHARS]
+    assert np.array_equal(vectors[0], embed_texts([cut], model, cache_dir=tmp_path)[0])
+    stats2: dict = {}
+    embed_texts([long], model, cache_dir=tmp_path, stats=stats2)
+    assert stats2["cached"] == 1 and stats2["embedded"] == 0 and stats2["truncated"] == 1
+
+
+def test_no_cut_when_max_chars_is_none():
+    model = CountingEmbedder()
+    lengths = []
+    original = model.encode
+    model.encode = lambda texts, batch_size=256: (lengths.extend(len(t) for t in texts), original(texts))[1]
+    embed_texts(["가" * 5000], model, max_chars=None)
+    assert lengths == [5000]
+
+
+# ---- per-chunk cache writes -------------------------------------------------------------------
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_interrupted_embed_keeps_finished_chunks(tmp_path):
+    texts = [f"문장 번호 {i}" for i in range(50)]
+    model = CountingEmbedder()
+    calls = {"n": 0}
+    original = model.encode
+
+    def failing(batch, batch_size=256):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise Interrupted("killed after 3 chunks")
+        return original(batch)
+
+    model.encode = failing
+    with pytest.raises(Interrupted):
+        embed_texts(texts, model, cache_dir=tmp_path, chunk_size=10)
+    assert model.seen == 30
+    rerun = CountingEmbedder()
+    stats: dict = {}
+    vectors = embed_texts(texts, rerun, cache_dir=tmp_path, chunk_size=10, stats=stats)
+    assert rerun.seen == 20 and stats["cached"] == 30 and stats["embedded"] == 20
+    assert np.array_equal(vectors, load_embedder("lexical").encode(texts))
+    # the run's small shards were merged at its end
+    assert len(list(tmp_path.rglob("*.keys.npy"))) <= embed_mod.EmbeddingCache.MAX_SHARDS
+
+
+def test_unwritable_cache_warns_once_over_many_chunks(tmp_path):
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file where the cache folder should be")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        vectors = embed_texts([f"문장 {i}" for i in range(40)], "lexical", cache_dir=blocker, chunk_size=5)
+    assert vectors.shape == (40, 512)
+    assert len([w for w in caught if "not writable" in str(w.message)]) == 1
+
+
+def test_read_only_cache_folder_warns_once_even_as_root(tmp_path, monkeypatch):
+    """A folder the process may not write: simulated by refusing the write (root ignores chmod)."""
+    import os as _os
+
+    cache = tmp_path / "ro"
+    embed_texts(["이미 있는 문장"], "lexical", cache_dir=cache)
+    real_replace = _os.replace
+
+    def refuse(src, dst):
+        raise PermissionError(13, "Permission denied", str(dst))
+
+    monkeypatch.setattr(embed_mod.os, "replace", refuse)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = embed_texts(["이미 있는 문장", "새 문장 하나", "새 문장 둘"], "lexical", cache_dir=cache, chunk_size=1)
+    monkeypatch.setattr(embed_mod.os, "replace", real_replace)
+    assert out.shape == (3, 512)
+    assert len([w for w in caught if "not writable" in str(w.message)]) == 1
+
+
+# ---- the default embedder's fast path and fingerprints ------------------------------------------
+
+
+def test_use_bf16_path_matches_the_float32_model():
+    pytest.importorskip("torch")
+    fp32 = load_embedder("use-fp32")
+    bf16 = load_embedder("use-bf16")
+    assert fp32.name != bf16.name and "bf16" in bf16.name and "use-multilingual-v3" in bf16.name
+    texts = [a for a, _ in PARAPHRASES] + [b for _, b in UNRELATED] + ["짧다", "가" * 300 + " 긴 문장 " * 50]
+    a, b = fp32.encode(texts), bf16.encode(texts)
+    assert b.dtype == np.float32 and b.shape == a.shape
+    assert float((a * b).sum(axis=1).min()) >= 0.999
+    # the order of the input does not change a vector (batches are sorted by length inside)
+    again = bf16.encode(texts[::-1])[::-1]
+    assert float((again * b).sum(axis=1).min()) >= 0.9999
+
+
+def test_default_precision_is_named():
+    model = load_embedder("default")
+    assert model.precision in ("fp32", "bf16")
+    assert ("-bf16@" in model.name) == (model.precision == "bf16")
+
+
+def test_st_local_folder_is_fingerprinted_by_the_ground_floor(tiny_st_encoder):
+    from kocurate.lm import model_fingerprint
+
+    model = load_embedder(f"st:{tiny_st_encoder}")
+    assert model.name == f"st:{tiny_st_encoder}@{model_fingerprint(str(tiny_st_encoder))}"

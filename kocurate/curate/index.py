@@ -5,7 +5,8 @@ Rows are unit vectors, so inner product is cosine. Two paths:
 * ``exact``: FAISS ``IndexFlatIP`` range search (BLAS matrix products, every pair found).
   Used up to `EXACT_MAX_ROWS` indexed rows, where it takes seconds.
 * ``ivf``: `CellIndex`, an IVF index (k-means cells by FAISS, ``nlist`` = sqrt(32 n),
-  ``nprobe`` = 32 cells visited per query) searched with one BLAS product per cell. Near-duplicates sit in the same or
+  ``nprobe`` = 32 cells visited per query up to 100k rows, more above: `default_nprobe`)
+  searched with one BLAS product per cell. Near-duplicates sit in the same or
   a neighbouring cell, so recall of pairs above a high threshold stays near 1 with a small
   ``nprobe``; `pair_recall` measures it against exact search on a sample of queries.
 
@@ -37,6 +38,9 @@ class Pairs:
     scores: np.ndarray
     threshold: float
     method: str
+    #: Queries whose neighbours were cut off (GPU top-k search beyond its largest k; see
+    #: `knn_range`): their lists hold only the best `max_k`. 0 on the CPU paths, which are complete.
+    truncated: int = 0
 
     @property
     def n_queries(self) -> int:
@@ -91,16 +95,40 @@ def choose_method(n_indexed: int, method: str = "auto") -> str:
     return "exact" if n_indexed <= EXACT_MAX_ROWS else "ivf"
 
 
-def ivf_params(n: int, nprobe: int = 32) -> tuple[int, int]:
-    """(nlist, nprobe) for n indexed rows: nlist = sqrt(n * nprobe) cells, nprobe = 32.
+#: Cells each indexed row is stored in for range search (see `CellIndex`). 1: at equal cost
+#: (rows compared per query) more probes beat more copies above recall 0.99 (dedup.md).
+DEFAULT_SPILL = 1
+#: Probes per query up to `NPROBE_ROWS` indexed rows; more above (see `ivf_params`).
+BASE_NPROBE = 32
+NPROBE_ROWS = 100_000
+NPROBE_GROWTH = 0.4
+
+
+def default_nprobe(n: int) -> int:
+    """Probes for n indexed rows: 32 up to 100k rows, then 32 * (n / 100k) ** 0.4.
+
+    With nlist = sqrt(32 n) the cells get smaller as n grows, and a near-duplicate falls
+    outside a query's 32 nearest cells more often: pair recall against exact search (2,000
+    sampled queries, threshold 0.9, random 256-d unit vectors with planted near-duplicates,
+    the hard case) was 0.986 at 300k and 0.982 at 1M with 32 probes, 0.992 with 64 and 0.999
+    with 96 at 1M. The growth keeps recall >= 0.99 at 1M (80 probes) and 3M (125): see
+    benchmarks/results/dedup.md, section 2.
+    """
+    if n <= NPROBE_ROWS:
+        return BASE_NPROBE
+    return int(round(BASE_NPROBE * (n / NPROBE_ROWS) ** NPROBE_GROWTH))
+
+
+def ivf_params(n: int, nprobe: int | None = None) -> tuple[int, int]:
+    """(nlist, nprobe) for n indexed rows: nlist = sqrt(32 n) cells, nprobe = `default_nprobe(n)`.
 
     That nlist balances the two costs of `CellIndex` (assigning rows to cells: n * nlist
     products; comparing rows inside probed cells: n * nprobe * n / nlist products).
-    Near-duplicates (cosine >= 0.8) sit in the same or one of the nearest cells, so a small
-    nprobe keeps pair recall near 1 (measured in benchmarks/results/dedup.md).
+    An explicit `nprobe` is used as given and sets nlist = sqrt(n * nprobe) (the Ray engine
+    passes its own).
     """
-    nlist = int(max(1, min(65536, np.sqrt(max(n, 1) * nprobe), n)))
-    return nlist, min(nprobe, nlist)
+    nlist = int(max(1, min(65536, np.sqrt(max(n, 1) * (nprobe or BASE_NPROBE)), n)))
+    return nlist, int(min(nprobe or default_nprobe(n), nlist))
 
 
 class CellIndex:
@@ -111,15 +139,21 @@ class CellIndex:
     IndexIVFFlat scans the lists of every query one by one, this gathers all queries that
     visit a cell and compares them with the cell's rows in one GEMM, which is what makes the
     search fast on a CPU. Same candidates as IndexIVFFlat with the same cells and nprobe.
+
+    `spill` > 1 also files every row under its next-nearest cells for range search (a pair is
+    then found when any of the row's cells is probed; reported once). It costs as much as
+    more probes and measured no better above recall 0.99, so the default is 1.
     """
 
-    def __init__(self, vectors: np.ndarray, nlist: int | None = None, nprobe: int | None = None, seed: int = 42):
+    def __init__(self, vectors: np.ndarray, nlist: int | None = None, nprobe: int | None = None, seed: int = 42,
+                 spill: int | None = None):
         faiss = _faiss()
         self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         n, dim = self.vectors.shape
-        default_nlist, default_nprobe = ivf_params(n, nprobe or 32)
+        default_nlist, default_nprobe = ivf_params(n, nprobe)
         self.nlist = int(min(nlist or default_nlist, n))
         self.nprobe = int(min(nprobe or default_nprobe, self.nlist))
+        self.spill = int(min(spill or DEFAULT_SPILL, self.nlist))
         self.ntotal = n
         rng = np.random.default_rng(seed)
         # Coarse cells need no precise k-means: 16 points per cell and 6 iterations keep training
@@ -131,10 +165,20 @@ class CellIndex:
         kmeans.train(sample)
         self.quantizer = faiss.IndexFlatIP(dim)
         self.quantizer.add(kmeans.centroids)
-        _, cell = self.quantizer.search(self.vectors, 1)
-        cell = cell[:, 0]
+        _, cells = self.quantizer.search(self.vectors, self.spill)
+        cell = cells[:, 0]
         self.order = np.argsort(cell, kind="stable")
         self.bounds = np.searchsorted(cell[self.order], np.arange(self.nlist + 1))
+        if self.spill > 1:  # range search: every row also in its next-nearest cells
+            flat = cells.reshape(-1)
+            rows = np.repeat(np.arange(n, dtype=np.int64), self.spill)
+            valid = flat >= 0
+            flat, rows = flat[valid], rows[valid]
+            order = np.argsort(flat, kind="stable")
+            self.range_order = rows[order]
+            self.range_bounds = np.searchsorted(flat[order], np.arange(self.nlist + 1))
+        else:
+            self.range_order, self.range_bounds = self.order, self.bounds
 
     def _probe(self, queries: np.ndarray):
         """Per cell, the queries that visit it (CSR over cells)."""
@@ -159,7 +203,7 @@ class CellIndex:
         except ImportError:  # pragma: no cover
             import contextlib
 
-            threadpool_limits = lambda *a, **k: contextlib.nullcontext()  # noqa: E731
+            threadpool_limits = lambda *a, **k: contextlib.nullcontext()
         with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(worker_threads()) as pool:
             results = pool.map(fn, range(self.nlist))
             if track:
@@ -171,7 +215,7 @@ class CellIndex:
         q_of, q_bounds = self._probe(queries)
 
         def one_cell(c):
-            members = self.order[self.bounds[c]:self.bounds[c + 1]]
+            members = self.range_order[self.range_bounds[c]:self.range_bounds[c + 1]]
             visitors = q_of[q_bounds[c]:q_bounds[c + 1]]
             if not members.size or not visitors.size:
                 return None
@@ -184,6 +228,9 @@ class CellIndex:
         q = np.concatenate(qs) if qs else np.zeros(0, np.int64)
         j = np.concatenate(js) if js else np.zeros(0, np.int64)
         sc = np.concatenate(ss) if ss else np.zeros(0, np.float32)
+        if self.spill > 1 and q.size:  # a row met in two probed cells is one pair
+            _, first = np.unique(q * np.int64(self.ntotal) + j, return_index=True)
+            q, j, sc = q[first], j[first], sc[first]
         order = np.argsort(q, kind="stable")
         lims = np.zeros(len(queries) + 1, dtype=np.int64)
         np.cumsum(np.bincount(q, minlength=len(queries)), out=lims[1:])
@@ -245,9 +292,10 @@ def range_pairs(
         return Pairs(lims, ids.astype(np.int64), scores.astype(np.float32), threshold, method)
     starts = list(range(0, n, QUERY_BATCH))
     iterator = track(starts, description, len(starts)) if track else starts
-    lims_parts, ids_parts, score_parts, offset = [np.zeros(1, dtype=np.int64)], [], [], 0
+    lims_parts, ids_parts, score_parts, offset, truncated = [np.zeros(1, dtype=np.int64)], [], [], 0, 0
     for start in iterator:
-        lims, scores, ids = _range_search(index, queries[start:start + QUERY_BATCH], threshold)
+        lims, scores, ids, cut = _range_search(index, queries[start:start + QUERY_BATCH], threshold)
+        truncated += cut
         lims_parts.append(lims[1:].astype(np.int64) + offset)
         offset += int(lims[-1])
         ids_parts.append(ids.astype(np.int64))
@@ -258,26 +306,33 @@ def range_pairs(
         np.concatenate(score_parts) if score_parts else np.zeros(0, np.float32),
         threshold,
         method,
+        truncated,
     )
 
 
 def _range_search(index, queries: np.ndarray, threshold: float):
+    """(lims, scores, ids, queries truncated) for one batch of queries."""
     # FAISS keeps pairs with score > radius for inner product; step just below the threshold
     # so that a pair exactly at it is returned (callers compare with >= or > themselves).
     radius = float(np.nextafter(np.float32(threshold), np.float32(-1)))
     try:
-        return index.range_search(queries, radius)
+        lims, scores, ids = index.range_search(queries, radius)
+        return lims, scores, ids, 0
     except RuntimeError:  # GPU indexes have no range search: top-k with a growing k
-        return knn_range(index, queries, radius)
+        return knn_range(index, queries, radius, with_truncated=True)
 
 
-def knn_range(index, queries: np.ndarray, radius: float, k: int = 64, max_k: int = 2048):
+def knn_range(index, queries: np.ndarray, radius: float, k: int = 64, max_k: int = 2048, *,
+              with_truncated: bool = False):
     """Range search built from top-k search (GPU FAISS has no range_search).
 
     Queries whose k-th neighbour is still above `radius` are searched again with 4k, up to
-    `max_k` (the GPU limit); beyond that the remaining neighbours are cut off and counted in
-    `knn_range.truncated` (a warning sign that the threshold is too low for dense data).
+    `max_k` (the GPU limit); beyond that the remaining neighbours are cut off. The number of
+    queries cut is returned as a fourth value with `with_truncated` (`range_pairs` puts it in
+    `Pairs.truncated`, and dedup / decontamination report it in their stats), and is also
+    added to `knn_range.truncated` (a process-wide total, kept for old callers).
     """
+    cut = 0
     n = len(queries)
     k = min(k, index.ntotal)
     scores, ids = index.search(queries, k)
@@ -292,7 +347,8 @@ def knn_range(index, queries: np.ndarray, radius: float, k: int = 64, max_k: int
         if not todo.size:
             break
         if k >= min(max_k, index.ntotal):
-            knn_range.truncated += int(todo.size)
+            cut = int(todo.size)
+            knn_range.truncated += cut
             for q, s, i in zip(todo, scores[full], ids[full]):
                 rows_s[q], rows_i[q] = s, i
             break
@@ -300,8 +356,9 @@ def knn_range(index, queries: np.ndarray, radius: float, k: int = 64, max_k: int
         scores, ids = index.search(np.ascontiguousarray(queries[todo]), k)
     lims = np.zeros(n + 1, dtype=np.int64)
     np.cumsum([len(x) for x in rows_i], out=lims[1:])
-    return (lims, np.concatenate(rows_s) if n else np.zeros(0, np.float32),
-            np.concatenate(rows_i) if n else np.zeros(0, np.int64))
+    result = (lims, np.concatenate(rows_s) if n else np.zeros(0, np.float32),
+              np.concatenate(rows_i) if n else np.zeros(0, np.int64))
+    return (*result, cut) if with_truncated else result
 
 
 knn_range.truncated = 0
@@ -345,25 +402,39 @@ def nearest(vectors: np.ndarray, queries: np.ndarray | None = None, k: int = 1, 
 
 
 def pair_recall(vectors: np.ndarray, threshold: float, *, sample: int = 2000,
-                seed: int = 42, index=None) -> float:
-    """Share of the exact pairs (score >= threshold) that the IVF path finds, on a query sample."""
-    rng = np.random.default_rng(seed)
-    n = len(vectors)
-    picks = np.sort(rng.choice(n, min(sample, n), replace=False))
-    exact = range_pairs(build_index(vectors, method="exact"), vectors[picks], threshold)
+                seed: int = 42, index=None, nprobe: int | None = None, exact=None) -> float:
+    """Share of the exact pairs (score >= threshold) that the IVF path finds, on a query sample.
+
+    `sample` queries are drawn with `seed`; for each, the rows exact flat search finds above
+    the threshold (itself excluded) are compared with those `index` (a `CellIndex`, built when
+    not given) returns. `nprobe` overrides the index's probes for this measurement; `exact`
+    reuses a previous call's exact `Pairs` for the same sample (see `recall_sample`).
+    """
+    picks = recall_sample(len(vectors), sample, seed)
+    exact = exact if exact is not None else range_pairs(build_index(vectors, method="exact"), vectors[picks], threshold)
     ivf_index = index if index is not None else build_index(vectors, method="ivf", seed=seed)
-    found = range_pairs(ivf_index, vectors[picks], threshold, method="ivf")
-    total = hit = 0
-    for q in range(len(picks)):
-        want = set(exact.of(q)[0].tolist())
-        want.discard(int(picks[q]))
-        got = set(found.of(q)[0].tolist())
-        total += len(want)
-        hit += len(want & got)
-    return hit / total if total else 1.0
+    before = ivf_index.nprobe
+    if nprobe:
+        ivf_index.nprobe = int(min(nprobe, ivf_index.nlist))
+    try:
+        found = range_pairs(ivf_index, vectors[picks], threshold, method="ivf")
+    finally:
+        ivf_index.nprobe = before
+    n = len(vectors)
+    want = exact.query_index() * n + exact.ids
+    want = want[exact.ids != picks[exact.query_index()]]  # a row is not its own duplicate
+    got = found.query_index() * n + found.ids
+    return float(np.isin(want, got).mean()) if want.size else 1.0
+
+
+def recall_sample(n: int, sample: int = 2000, seed: int = 42) -> np.ndarray:
+    """The query rows `pair_recall` draws (sorted)."""
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n, min(sample, n), replace=False))
 
 
 __all__ = [
-    "EXACT_MAX_ROWS", "CellIndex", "Pairs", "knn_range", "build_index", "choose_method", "gpu_count", "ivf_params", "nearest",
-    "pair_recall", "range_pairs", "search_pairs",
+    "DEFAULT_SPILL", "EXACT_MAX_ROWS", "CellIndex", "Pairs", "knn_range", "build_index", "choose_method", "default_nprobe",
+    "gpu_count", "ivf_params", "nearest",
+    "pair_recall", "range_pairs", "recall_sample", "search_pairs",
 ]

@@ -31,7 +31,7 @@ from typing import ClassVar, Sequence
 import numpy as np
 import polars as pl
 
-from ..errors import InputError, KocurateError, first_line
+from ..errors import InputError, first_line
 from .pipeline import RunContext, Step, StepResult
 
 METRICS = ("ppl", "ifd")

@@ -1,222 +1,191 @@
-"""KoBEST evaluation: tasks as data (`tasks`), few-shot draws (`fewshot`), the scoring engine
-(`scorer`), metrics and result tables (`report`).
+"""Evaluation on lm-evaluation-harness, with kocurate's faster model backend.
+
+lm-eval owns the tasks, prompts, few-shot draws and metrics (KoBEST from its own task YAML, any
+other lm-eval task by name); kocurate owns the engine (`engine.KocurateLM`, registered as the lm-eval
+model ``kocurate``), the legacy polyglot KoBEST protocol and NSMC as task YAML (`tasks/`), local
+data folders, and the tables in the seeds' form (`report`).
 
     from kocurate.evaluate import EvalConfig, evaluate
     result = evaluate(EvalConfig(model="EleutherAI/polyglot-ko-1.3b", tasks=["kobest_copa"], shots=[0, 5]))
     result.metric("kobest_copa", 5, "f1")
-    result.predictions("kobest_copa", 5)   # [{"doc_index", "gold", "pred", "loglikelihoods", ...}, ...]
+    result.predictions("kobest_copa", 5)   # [{"doc_id", "doc_index", "gold", "pred", "loglikelihoods"}, ...]
 
-Only `kocurate.records` and `kocurate.errors` are imported from the rest of the package; torch,
-transformers and peft load inside `evaluate()`.
+Importing this package loads neither torch nor lm_eval; `evaluate()` imports them when called.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from ..config import option
 from ..errors import InputError
-from ..records.kobest import HUB_ID, load_split
-from . import metrics as _metrics
-from .fewshot import draw_fewshot
-from .tasks import PROTOCOL_DEFS, PROTOCOLS, TASK_NAMES, get_task, parse_shots, parse_tasks
 
-__all__ = ["EvalConfig", "EvalResult", "evaluate", "PROTOCOLS", "TASK_NAMES", "get_task"]
+__all__ = ["EvalConfig", "EvalResult", "evaluate", "PROTOCOLS", "KOBEST_TASKS", "canonical_task"]
+
+PROTOCOLS = ("harness", "polyglot")
+BACKENDS = ("kocurate", "hf")
+KOBEST_CONFIGS = ("boolq", "copa", "hellaswag", "sentineg", "wic")
+KOBEST_TASKS = tuple(f"kobest_{c}" for c in KOBEST_CONFIGS)
+#: the seed each protocol draws its shots with when --seed is not given
+PROTOCOL_SEEDS = {"harness": 1234, "polyglot": 42}
+
+
+def canonical_task(name: str) -> str:
+    """`copa` -> `kobest_copa`, `polyglot_kobest_copa` -> `kobest_copa`; other names unchanged."""
+    name = name.strip()
+    if name in KOBEST_CONFIGS:
+        return f"kobest_{name}"
+    return name.removeprefix("polyglot_")
+
+
+def _split_list(value) -> list[str]:
+    items = value.split(",") if isinstance(value, str) else list(value)
+    return [str(i).strip() for i in items if str(i).strip()]
+
+
+def parse_shots(spec) -> list[int]:
+    """'0,5,10' -> [0, 5, 10]; one-line error on anything else."""
+    shots: list[int] = []
+    for item in _split_list([spec] if isinstance(spec, int) else spec):
+        try:
+            k = int(item)
+        except ValueError:
+            raise InputError(f"--shots: '{item}' is not a whole number; write e.g. --shots 0,5,10") from None
+        if k < 0:
+            raise InputError(f"--shots: {k} is negative; shot counts are 0 or more")
+        if k not in shots:
+            shots.append(k)
+    if not shots:
+        raise InputError("--shots is empty; write e.g. --shots 0,5")
+    return shots
 
 
 @dataclass
 class EvalConfig:
     """One evaluation run; the fields are the `kocurate evaluate` flags one to one."""
 
-    model: str
-    adapter: str | None = None
-    tasks: list[str] = field(default_factory=lambda: list(TASK_NAMES))
-    shots: list[int] = field(default_factory=lambda: [0, 5, 10, 50])
-    protocol: str = "harness"
-    data_dir: str | None = None
-    limit: int | None = None
-    batch_size: int | str = "auto"
-    seed: int | None = None          # None: the protocol's own (harness 1234, polyglot 42)
-    output_dir: str | None = None
-    device: str = "auto"
-    dtype: str = "auto"              # auto: bfloat16 on a GPU that has it, float32 on a CPU
-    share_context: bool = True       # run each context once for all its choices (same numbers)
-    show_progress: bool = False
+    model: str = field(default="", metadata=option(
+        "--model", "Hub id or local folder of the causal LM to score.", metavar="MODEL", required=True))
+    adapter: str | None = field(default=None, metadata=option(
+        "--adapter", "A PEFT adapter folder (LoRA, IA3) to apply on top of --model.", metavar="DIR"))
+    tasks: list[str] = field(default_factory=lambda: ["kobest"], metadata=option(
+        "--tasks", "Comma-separated lm-eval task or group names (kobest, kobest_copa, nsmc, kmmlu, arc_challenge, ...); "
+        "the kobest_ prefix is optional for KoBEST.  [default: kobest]", metavar="LIST"))
+    shots: list[int] = field(default_factory=lambda: [0, 5, 10, 50], metadata=option(
+        "--shots", "Comma-separated few-shot counts, each a separate lm-eval run.  [default: 0,5,10,50]", metavar="LIST"))
+    protocol: str = field(default="harness", metadata=option(
+        "--protocol", "KoBEST prompts: harness = lm-eval's own task YAML; polyglot = the legacy branch behind the "
+        "seeds' tables (shipped as task YAML in kocurate).", choices=list(PROTOCOLS)))
+    data_dir: str | None = field(default=None, metadata=option(
+        "--data-dir", "Local data in the Hub's layout: {config}/{split}.jsonl (KoBEST: boolq/test.jsonl, ...; "
+        "NSMC: nsmc/test.jsonl). Tasks with a folder there read it instead of the Hub.", metavar="DIR"))
+    limit: int | None = field(default=None, metadata=option(
+        "--limit", "Score only the first N test docs of each task (polyglot: of its shuffled order).", metavar="N"))
+    batch_size: int | str = field(default="auto", metadata=option(
+        "--batch-size", "Contexts per forward pass; auto = the largest that fits on the GPU, 16 on a CPU.",
+        metavar="N|auto"))
+    seed: int | None = field(default=None, metadata=option(
+        "--seed", "Few-shot seed (lm-eval's fewshot_random_seed); default: the protocol's, harness 1234, polyglot 42."))
+    output: str | None = field(default=None, metadata=option(
+        "--output", "Folder for results.json, results.md and lm-eval's own results files.", short="-o",
+        metavar="RESULTS_DIR"))
+    overwrite: bool = field(default=False, metadata=option(
+        "--overwrite", "Replace the result files already in --output."))
+    device: str = field(default="auto", metadata=option(
+        "--device", "auto (a GPU when present), cpu, cuda, cuda:1, ..."))
+    dtype: str = field(default="auto", metadata=option(
+        "--dtype", "auto = bfloat16 on a GPU that has it, float32 on a CPU.",
+        choices=["auto", "float32", "bfloat16", "float16"]))
+    device_map: str | None = field(default=None, metadata=option(
+        "--device-map", "auto: split a model too big for one GPU across the GPUs (accelerate).", metavar="auto"))
+    load_in_4bit: bool = field(default=False, metadata=option(
+        "--load-in-4bit", "Load the model in 4-bit NF4 (bitsandbytes, CUDA only)."))
+    backend: str = field(default="kocurate", metadata=option(
+        "--backend", "kocurate = the shared-context engine; hf = lm-eval's stock HF model (same numbers, slower).",
+        choices=list(BACKENDS)))
+    share_context: bool = field(default=True, metadata=option("--share-context", "", cli=False))
+    show_progress: bool = field(default=False, metadata=option("--progress", "", cli=False))
+    output_dir: str | None = field(default=None, repr=False)  # old name of `output`, accepted for one release
+
+    def __post_init__(self) -> None:
+        if self.output_dir is not None and self.output is None:
+            self.output = self.output_dir
+            self.overwrite = True  # the old name's callers re-evaluated into the same folder
+        self.output_dir = None
+        if self.output is not None:
+            self.output = str(self.output)
+        if not self.model:
+            raise InputError("missing --model: pass a Hub id or a local model folder")
+        self.model = str(self.model)
+        self.tasks = _split_list(self.tasks)
+        if not self.tasks:
+            raise InputError("--tasks is empty; pass e.g. --tasks kobest or --tasks kobest_copa,nsmc")
+        self.shots = parse_shots(self.shots)
+        if self.protocol not in PROTOCOLS:
+            raise InputError(f"--protocol {self.protocol}: use one of {', '.join(PROTOCOLS)}")
+        if self.backend not in BACKENDS:
+            raise InputError(f"--backend {self.backend}: use one of {', '.join(BACKENDS)}")
+        if self.limit is not None:
+            try:
+                self.limit = int(self.limit)
+            except (TypeError, ValueError):
+                raise InputError(f"--limit {self.limit}: use a positive whole number of test docs") from None
+            if self.limit < 1:
+                raise InputError(f"--limit {self.limit}: use a positive whole number of test docs")
+        if str(self.batch_size) != "auto":
+            try:
+                self.batch_size = int(self.batch_size)
+            except (TypeError, ValueError):
+                raise InputError(f"--batch-size {self.batch_size}: use a positive number or 'auto'") from None
+            if self.batch_size < 1:
+                raise InputError(f"--batch-size {self.batch_size}: use a positive number or 'auto'")
+        if self.device_map not in (None, "auto"):
+            raise InputError(f"--device-map {self.device_map}: only 'auto' is supported (split across the GPUs)")
+        if self.seed is not None:
+            self.seed = int(self.seed)
+        if self.data_dir is not None:
+            self.data_dir = str(self.data_dir)
+
+    @property
+    def fewshot_seed(self) -> int:
+        return PROTOCOL_SEEDS[self.protocol] if self.seed is None else self.seed
 
 
 @dataclass
 class EvalResult:
+    """The run's record (what results.json holds) and the files written."""
+
     results: dict[str, Any]
     files: dict[str, Path] = field(default_factory=dict)
+    lm_eval: dict[int, dict] = field(default_factory=dict, repr=False)  # lm-eval's own results, per shot count
+
+    def _entry(self, task: str, shots: int) -> dict:
+        name = canonical_task(task)
+        try:
+            return self.results["results"][name][str(int(shots))]
+        except KeyError:
+            known = ", ".join(sorted(self.results.get("results", {})))
+            raise InputError(f"no result for {name} at {shots} shots in this run (it has {known})") from None
 
     def metric(self, task: str, shots: int, name: str) -> float:
-        task = parse_tasks(task)[0]
-        try:
-            return self.results["results"][task][str(shots)][name]
-        except KeyError:
-            raise InputError(f"no {name} for {task} at {shots} shots in this result") from None
+        entry = self._entry(task, shots)
+        if name not in entry:
+            raise InputError(f"no {name} for {canonical_task(task)} at {shots} shots (it has {', '.join(k for k in entry if not k.endswith('_stderr'))})")
+        return entry[name]
 
     def predictions(self, task: str, shots: int) -> list[dict]:
-        task = parse_tasks(task)[0]
-        try:
-            return self.results["predictions"][task][str(shots)]
-        except KeyError:
-            raise InputError(f"no predictions for {task} at {shots} shots in this result") from None
+        """Per test doc, in scoring order: doc_id, doc_index, gold, pred, loglikelihoods (+ pred_norm)."""
+        self._entry(task, shots)
+        return self.results["predictions"][canonical_task(task)][str(int(shots))]
 
 
-def _fingerprint(rows: list[dict]) -> str:
-    digest = hashlib.sha256()
-    for row in rows:
-        digest.update(json.dumps(row, ensure_ascii=False, sort_keys=True).encode("utf-8"))
-        digest.update(b"\n")
-    return digest.hexdigest()[:16]
+def evaluate(config: EvalConfig, *, model=None, tokenizer=None, lm=None, progress=None) -> EvalResult:
+    """Run lm-eval's `simple_evaluate` once per shot count with kocurate's backend.
 
+    `model`/`tokenizer` may be passed already loaded (adapter applied), or `lm` an lm-eval model
+    object (e.g. lm-eval's HFLM, for comparisons). See `kocurate.evaluate.run`."""
+    from .run import evaluate as _evaluate
 
-def _check(config: EvalConfig) -> tuple[list[str], list[int]]:
-    if config.protocol not in PROTOCOLS:
-        raise InputError(f"unknown protocol '{config.protocol}'; use one of {', '.join(PROTOCOLS)}")
-    tasks = parse_tasks(config.tasks)
-    shots = parse_shots(config.shots)
-    if config.limit is not None and int(config.limit) < 1:
-        raise InputError(f"--limit {config.limit}: use a positive number of test rows")
-    if config.batch_size != "auto":
-        try:
-            if int(config.batch_size) < 1:
-                raise ValueError
-        except ValueError:
-            raise InputError(f"--batch-size {config.batch_size}: use a positive number or 'auto'") from None
-    if config.output_dir and Path(config.output_dir).exists() and not Path(config.output_dir).is_dir():
-        raise InputError(f"{config.output_dir}: exists and is not a folder; pass -o a folder for results.json and results.md")
-    if config.adapter and not Path(config.adapter).is_dir():
-        raise InputError(f"{config.adapter}: adapter folder not found; pass a folder written by PEFT's save_pretrained")
-    return tasks, shots
-
-
-def evaluate(config: EvalConfig, *, model=None, tokenizer=None,
-             progress: Callable[[str, int, int], None] | None = None) -> EvalResult:
-    """Score every task at every shot count; write results.json / results.md when output_dir is set.
-
-    `model`/`tokenizer` may be passed already loaded (the adapter, if any, already applied);
-    `progress(label, done, total)` is called as docs are scored.
-    """
-    tasks, shots = _check(config)
-    protocol = PROTOCOL_DEFS[config.protocol]
-
-    # data first: a bad folder should fail before a model loads
-    data: dict[str, dict[str, list[dict]]] = {}
-    for name in tasks:
-        test = load_split(name, "test", config.data_dir)
-        train = load_split(name, "train", config.data_dir) if max(shots) > 0 else []
-        if not test:
-            raise InputError(f"{name}: the test split is empty")
-        if max(shots) > len(train):
-            where = f"{config.data_dir}/{get_task(name).config}/train.jsonl" if config.data_dir else f"{HUB_ID} train"
-            raise InputError(f"{name}: {max(shots)}-shot asks for more examples than {where} has ({len(train)} rows); "
-                             f"lower --shots to at most {len(train)}")
-        data[name] = {"test": test, "train": train}
-
-    from .scorer import Scorer, load_model
-
-    started = time.perf_counter()
-    if model is None:
-        model, tokenizer, dtype = load_model(config.model, adapter=config.adapter, device=config.device, dtype=config.dtype)
-    else:
-        if tokenizer is None:
-            raise InputError("evaluate(): pass the tokenizer with the model")
-        dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
-    scorer = Scorer(model, tokenizer, joint_encoding=protocol.joint_encoding,
-                    move_trailing_space=protocol.move_trailing_space, batch_size=config.batch_size,
-                    share_context=config.share_context)
-
-    bars: dict[str, Any] = {}
-    if progress is None and config.show_progress:
-        from tqdm.auto import tqdm
-
-        def progress(label, done, total):
-            if label not in bars:
-                bars[label] = tqdm(total=total, desc=label, unit="doc")
-            bars[label].update(done - bars[label].n)
-            if done >= total:
-                bars[label].close()
-
-    results: dict[str, dict[str, dict]] = {}
-    predictions: dict[str, dict[str, list[dict]]] = {}
-    timings: dict[str, dict[str, float]] = {}
-    for name in tasks:
-        task = get_task(name, config.protocol)
-        test, train = data[name]["test"], data[name]["train"]
-        for k in shots:
-            t0 = time.perf_counter()
-            draws = draw_fewshot(protocol, len(test), len(train), k, limit=config.limit, seed=config.seed, task=name)
-            requests = []
-            for d in draws:
-                doc = test[d.doc_index]
-                requests.append((task.prompt(doc, [train[i] for i in d.shot_indices]), task.continuations(doc)))
-            label = f"{name} {k}-shot"
-            done = 0
-
-            def tick(n, _label=label, _total=len(requests)):
-                nonlocal done
-                done += n
-                if progress:
-                    progress(_label, done, _total)
-
-            tick(0)
-            lls = scorer.score(requests, progress=tick)
-            golds, preds, norms, rows = [], [], [], []
-            for d, ll in zip(draws, lls):
-                doc = test[d.doc_index]
-                choices = task.doc_to_choices(doc)
-                gold = task.doc_to_gold(doc)
-                pred, pred_norm = _metrics.predict(ll, choices)
-                golds.append(gold)
-                preds.append(pred)
-                norms.append(pred_norm)
-                row = {"doc_index": d.doc_index, "gold": gold, "pred": pred, "loglikelihoods": ll,
-                       "shots": list(d.shot_indices)}
-                if "acc_norm" in task.metrics:
-                    row["pred_norm"] = pred_norm
-                rows.append(row)
-            scores = _metrics.compute(task.metrics, golds, preds, norms)
-            scores["n"] = len(rows)
-            results.setdefault(name, {})[str(k)] = scores
-            predictions.setdefault(name, {})[str(k)] = rows
-            timings.setdefault(name, {})[str(k)] = round(time.perf_counter() - t0, 3)
-
-    from .. import __version__
-
-    record = {
-        "kocurate_version": __version__,
-        "protocol": config.protocol,
-        "protocol_reference": protocol.reference,
-        "model": config.model,
-        "adapter": config.adapter,
-        "data": {
-            "source": str(config.data_dir) if config.data_dir else HUB_ID,
-            "fingerprint": {n: {"test": _fingerprint(d["test"]), "train": _fingerprint(d["train"])} for n, d in data.items()},
-            "test_rows": {n: len(d["test"]) for n, d in data.items()},
-        },
-        "seed": protocol.seed if config.seed is None else config.seed,
-        "limit": config.limit,
-        "shots": shots,
-        "tasks": tasks,
-        "batch_size": config.batch_size,
-        "device": str(scorer.device),
-        "dtype": dtype,
-        "max_length": scorer.max_length,
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
-        "results": results,
-        "seconds": {"total": round(time.perf_counter() - started, 3), "per_task": timings},
-        "engine": dict(scorer.stats),
-        "predictions": predictions,
-    }
-    files = {}
-    if config.output_dir:
-        from .report import write
-
-        files = write(record, config.output_dir)
-    return EvalResult(record, files)
+    return _evaluate(config, model=model, tokenizer=tokenizer, lm=lm, progress=progress)
