@@ -43,6 +43,9 @@ _optional_output = [
               show_default=True,
               help="After exact dedup: semantic near-duplicates (embeddings), MinHash-LSH on character shingles "
                    "(fast lexical path for large corpora), both, or nothing more.")
+@click.option("--jaccard", type=float, default=None, metavar="J",
+              help="minhash: a row goes when its character 3-gram Jaccard to a kept row is >= J and the answers "
+                   "overlap as much  [default: 0.8, calibrated on benchmarks/neardup's dev split]")
 @click.option("--exact-only", is_flag=True, help="Only remove exact duplicates (no embeddings); same as --method exact.")
 @click.option("--search", type=click.Choice(["auto", "exact", "ivf"]), default="auto", show_default=True,
               help="Neighbour search: exact FAISS flat index, IVF (approximate, for large sets), or auto (exact up to 20k rows).")
@@ -51,7 +54,7 @@ _optional_output = [
                    "several thresholds, to choose --threshold.")
 @apply(engine_options)
 def dedup_cmd(inputs, preset, mapping, split, output, overwrite, seed, rule, threshold, embedder, cache_dir, no_cache,
-              keep, columns, method, exact_only, search, analyze, engine, ray_address):
+              keep, columns, method, jaccard, exact_only, search, analyze, engine, ray_address):
     """Remove exact and near-duplicate rows from INPUTS (files, folders or Hub ids).
 
     \b
@@ -87,6 +90,8 @@ def dedup_cmd(inputs, preset, mapping, split, output, overwrite, seed, rule, thr
         method = "exact"
     if not analyze and output is None:
         raise click.UsageError("missing -o/--output (or pass --analyze to only look)")
+    if analyze and method in ("minhash", "minhash+semantic"):
+        raise click.UsageError("--analyze shows the semantic similarity distribution; drop --method minhash")
     if analyze and engine != "local":
         raise click.UsageError("--analyze runs in one process; drop --engine ray")
     sources = None
@@ -112,7 +117,7 @@ def dedup_cmd(inputs, preset, mapping, split, output, overwrite, seed, rule, thr
         return
     steps = [exact]
     if method in ("minhash", "minhash+semantic"):
-        steps.append(_minhash_step(cols, keep, rule))
+        steps.append(_minhash_step(cols, keep, rule, jaccard))
     if method in ("semantic", "minhash+semantic"):
         steps.append(SemanticDedup(threshold=threshold, embedder=embedder, columns=cols, search=search, rule=rule))
     result = run_steps(inputs, steps, output, ctx=ctx, overwrite=overwrite, engine=engine, ray_address=ray_address,
@@ -124,13 +129,16 @@ def dedup_cmd(inputs, preset, mapping, split, output, overwrite, seed, rule, thr
         console.print(f"see the removed rows beside their kept twins: [bold]kocurate explain {result.out}[/]")
 
 
-def _minhash_step(cols, keep, rule):
+def _minhash_step(cols, keep, rule, jaccard=None):
     try:
         from ..curate.minhash import MinHashDedup
     except ImportError:  # pragma: no cover - the module ships with kocurate
         raise click.UsageError("--method minhash needs kocurate.curate.minhash (not installed in this build)") from None
     columns = cols if rule == "instruction" else (*cols, "output") if "output" not in cols else cols
-    return MinHashDedup(columns=tuple(columns), keep="first" if keep == "first" else keep)
+    if jaccard is not None and not 0 < jaccard <= 1:
+        raise click.UsageError(f"--jaccard {jaccard}: a share in (0, 1], e.g. 0.8")
+    extra = {} if jaccard is None else {"threshold": jaccard}
+    return MinHashDedup(columns=tuple(columns), keep="first" if keep == "first" else keep, **extra)
 
 
 def _print_same_prompt(stats: dict) -> None:

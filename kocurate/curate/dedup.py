@@ -745,13 +745,18 @@ class SemanticDedup(Step):
         # not dataclasses.asdict: it would deep-copy an Embedder instance passed as `embedder`
         return {f.name: _param(getattr(self, f.name)) for f in fields(self)}
 
-    def embed(self, frame: pl.DataFrame, ctx: RunContext) -> tuple[pl.DataFrame, list[str], np.ndarray, pl.DataFrame, Embedder]:
+    def embed(self, frame: pl.DataFrame, ctx: RunContext) -> tuple[pl.DataFrame, list[str], np.ndarray, pl.DataFrame, Embedder, dict]:
+        """Rows with text, their texts and vectors, the rows without text, the embedder, and the embedding counts."""
         check_columns(frame, self.columns)
         texts = row_texts(frame, self.columns)
         frame, texts, empty = split_empty(frame, texts, self.name, self.columns)
         model = load_embedder(self.embedder)
-        vectors = embed_texts(texts, model, cache_dir=ctx.cache_dir, track=ctx.track if ctx.show_progress else None)
-        return frame, texts, vectors, empty, model
+        counts: dict = {}
+        vectors = embed_texts(texts, model, cache_dir=ctx.cache_dir, track=ctx.track if ctx.show_progress else None,
+                              stats=counts)
+        # rows cut at the embedder's input length, and vectors that came from the cache, for the manifest
+        counts = {f"embed_{k}": v for k, v in counts.items() if k in ("truncated", "cached", "max_chars")}
+        return frame, texts, vectors, empty, model, counts
 
     def resolve(self, model: Embedder | str) -> dict:
         """The parameters actually used (the manifest records them)."""
@@ -774,10 +779,11 @@ class SemanticDedup(Step):
     def run(self, frame: pl.DataFrame, ctx: RunContext) -> StepResult:
         if not frame.height:
             return self.keep_all(frame)
-        frame, _, vectors, empty, model = self.embed(frame, ctx)
+        frame, _, vectors, empty, model, embed_counts = self.embed(frame, ctx)
         resolved = self.resolve(model)
         result = self.search_rows(frame, vectors, resolved["threshold"], ctx)
-        stats = {**resolved, **result.stats, "semantic_duplicates": result.removed_count, "empty_text": empty.height}
+        stats = {**resolved, **result.stats, **embed_counts,
+                 "semantic_duplicates": result.removed_count, "empty_text": empty.height}
         if result.truncated:
             stats["rows_with_edges_cut"] = result.truncated
         if self.measure_recall and result.stats["search"] == "ivf":
@@ -829,7 +835,7 @@ def analyze(frame: pl.DataFrame, ctx: RunContext, *, embedder: str = "default",
         empty_count += res.stats.get("empty_text", 0)
         same_prompt = res.stats.get("same_prompt_different_output", 0)
     step = SemanticDedup(threshold=min(thresholds), embedder=embedder, columns=tuple(columns), search=search, rule=rule)
-    frame, _, vectors, empty, model = step.embed(frame, ctx)
+    frame, _, vectors, empty, model, _ = step.embed(frame, ctx)
     empty_count += empty.height
     result = step.search_rows(frame, vectors, min(thresholds), ctx)
     method = result.stats["search"]
