@@ -174,7 +174,7 @@ def test_semantic_dedup_identical_pairs(ray_executor, tmp_path):
     rows = np.repeat(np.arange(result.n), np.diff(result.lims))
     expected = {(result.ids[q], result.ids[j]) for q, j in zip(rows.tolist(), result.edge_j.tolist())}
     assert expected  # the sample has near-duplicates above 0.8
-    rq, rj, _ = ray_step.ray_pairs
+    rq, rj, _ = remote.pairs
     all_ids = frame["id"].to_list()
     got = {(all_ids[a], all_ids[b]) for a, b in zip(rq.tolist(), rj.tolist())}
     assert got == expected

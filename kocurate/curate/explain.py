@@ -59,9 +59,12 @@ class Explanation:
 
 
 def _read(folder: Path, sub: str) -> pl.DataFrame:
-    from ..records import read_table
+    """A folder's rows (data/) or removed rows (removed/), through the records room's readers."""
+    from ..records import data_files, read_removed, read_table
 
-    files = sorted((folder / sub).glob("train-*.parquet"))
+    if sub == "removed":
+        return read_removed(folder)
+    files = data_files(folder)
     if not files:
         return pl.DataFrame()
     return pl.concat([read_table(f) for f in files], how="diagonal_relaxed")

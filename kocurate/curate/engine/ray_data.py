@@ -401,6 +401,8 @@ class RayExecutor:
         if not kept.height and not kept.columns:
             kept = frame.head(0)
         result = StepResult(kept, removed, output.stats)
+        if getattr(output, "pairs", None) is not None:  # semantic dedup: the pairs it found, for comparison
+            result.pairs = output.pairs  # type: ignore[attr-defined]
         return result, output.record
 
     def run(self, paths: Sequence, steps: Sequence[Step], out: str | Path, *, ctx: RunContext | None = None,

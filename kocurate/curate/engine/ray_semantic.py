@@ -144,8 +144,7 @@ def run_semantic(executor, step, ds, ctx: RunContext, rows: int | None = None):
              "empty_text": int(len(empty_pos))}
     output.record.stats = {**stats, "engine": output.record.stats.get("engine")}
     out = RayStepOutput(output.kept, output.removed, output.record, output.record.stats)
-    out.pairs = (pairs_q, pairs_j, pairs_s)  # type: ignore[attr-defined]
-    step.ray_pairs = out.pairs
+    out.pairs = (pairs_q, pairs_j, pairs_s)  # type: ignore[attr-defined]  (the result carries them, not the step)
     return out
 
 
