@@ -87,7 +87,9 @@ def test_cli_cap_missing_column_is_one_line(tmp_path):
     src.write_text(json.dumps({"instruction": "안녕", "output": "네"}, ensure_ascii=False), encoding="utf-8")
     res = CliRunner().invoke(main, ["cap", str(src), "-o", str(tmp_path / "o")])
     assert res.exit_code == 2 and "no task column 'task'; columns: id, instruction, input, output, source" in res.output
-    assert res.output.strip().count("\n") == 0
+    # progress lines ("step 2/2 cap: ...") come first when stderr is no terminal; the error is one line
+    lines = [line for line in res.output.splitlines() if line.strip() and not line.startswith("step ")]
+    assert len(lines) == 1 and lines[0].startswith("error: ")
 
 
 def test_null_task_rows_counts_rows_without_a_task():
