@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 from ..errors import InputError
@@ -101,39 +100,24 @@ def markdown(runs: list[dict], labels: list[str] | None = None) -> str:
     return "\n".join(parts)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text + "\n")
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def write(record: dict, lm_eval_results: dict[int, dict], output: str | Path) -> dict[str, Path]:
+def write(record: dict, lm_eval_results: dict[int, dict], output: str | Path, *, inputs=(),
+          overwrite: bool = False) -> dict[str, Path]:
+    """The result files, written through the house guard: a lock on `output`, a temporary folder
+    and one rename (an atomic swap with `overwrite`), never inside an input."""
     from lm_eval.utils import handle_non_serializable
 
+    from ..records import output_guard
+
     out = Path(output)
-    files = {}
-    for k, res in lm_eval_results.items():
-        path = out / "lm_eval" / f"results_{k}shot.json"
-        _atomic_write(path, json.dumps(res, ensure_ascii=False, indent=2, default=handle_non_serializable))
-        files[f"lm_eval/results_{k}shot.json"] = path
-    _atomic_write(out / "results.json", json.dumps(record, ensure_ascii=False, indent=1, default=str))
-    files["results.json"] = out / "results.json"
-    _atomic_write(out / "results.md", markdown([record]))
-    files["results.md"] = out / "results.md"
-    return files
+    texts = {f"lm_eval/results_{k}shot.json": json.dumps(res, ensure_ascii=False, indent=2, default=handle_non_serializable)
+             for k, res in lm_eval_results.items()}
+    texts["results.json"] = json.dumps(record, ensure_ascii=False, indent=1, default=str)
+    texts["results.md"] = markdown([record])
+    with output_guard(out, list(inputs), overwrite=overwrite) as tmp:
+        for name, text in texts.items():
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / name).write_text(text + "\n", encoding="utf-8")
+    return {name: out / name for name in texts}
 
 
 def from_lm_eval(data: dict, source: str) -> dict:

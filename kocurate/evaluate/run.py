@@ -291,8 +291,10 @@ def evaluate(config: EvalConfig, *, model=None, tokenizer=None, lm=None, progres
     if out_dir is not None:
         if out_dir.exists() and not out_dir.is_dir():
             raise InputError(f"-o {out_dir}: exists and is not a folder; pass a folder for the result files")
-        if (out_dir / "results.json").exists() and not config.overwrite:
-            raise InputError(f"-o {out_dir}: already holds results.json; pass --overwrite to replace it or another folder")
+        from ..records import check_output
+
+        # refused before any scoring: an input's folder, or a non-empty folder without --overwrite
+        check_output(out_dir, _local_inputs(config), overwrite=config.overwrite)
     names = resolve_task_names(config)
     started = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="kocurate-tasks-"))
@@ -381,10 +383,15 @@ def evaluate(config: EvalConfig, *, model=None, tokenizer=None, lm=None, progres
         if out_dir is not None and raw:
             from .report import write
 
-            files = write(record, raw, out_dir)
+            files = write(record, raw, out_dir, inputs=_local_inputs(config), overwrite=config.overwrite)
         return EvalResult(record, files, raw)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _local_inputs(config: EvalConfig) -> list[str]:
+    """The folders evaluation reads (model, adapter, data), which its output must stay out of."""
+    return [p for p in (config.model, config.adapter, config.data_dir) if p and Path(str(p)).exists()]
 
 
 def _polyglot_order(task_name: str, config: EvalConfig, manager, cache: dict) -> list[int] | None:
