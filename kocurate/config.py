@@ -38,6 +38,22 @@ def flag_of(cls, name: str) -> str:
     return name
 
 
+def check_count(flag: str, value, minimum: int = 1, extra: str = "") -> int:
+    """A whole number of at least `minimum` (batch sizes, steps, ranks ...), else a one-line error.
+
+    The one place such counts are checked, so every command words the same mistake the same way."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        try:
+            if isinstance(value, bool) or float(value) != int(float(value)):
+                raise ValueError
+            value = int(float(value))
+        except (TypeError, ValueError):
+            raise InputError(f"{flag} {value}: must be a whole number, at least {minimum}{extra}") from None
+    if value < minimum:
+        raise InputError(f"{flag} {value}: must be a whole number, at least {minimum}{extra}")
+    return value
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """A mapping from a YAML or JSON file; one-line errors for every way it can be wrong."""
     path = Path(path)

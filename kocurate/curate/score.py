@@ -31,6 +31,7 @@ from typing import ClassVar, Sequence
 import numpy as np
 import polars as pl
 
+from ..config import check_count
 from ..errors import InputError, first_line
 from .pipeline import RunContext, Step, StepResult
 
@@ -351,8 +352,9 @@ class Score(Step):
             raise InputError("score needs a model: a Hub id (e.g. EleutherAI/polyglot-ko-1.3b), a local folder, or charlm (offline)")
         if self.metric not in METRICS:
             raise InputError(f"metric '{self.metric}' is unknown; use one of {', '.join(METRICS)}")
-        if self.batch_size < 1 or self.stride < 1 or self.max_length < 2:
-            raise InputError("batch_size and stride must be >= 1 and max_length >= 2")
+        check_count("--batch-size", self.batch_size)
+        check_count("--stride", self.stride)
+        check_count("--max-length", self.max_length, minimum=2)
 
     def run(self, frame: pl.DataFrame, ctx: RunContext) -> StepResult:
         column = self.column or self.metric

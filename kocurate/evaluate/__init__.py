@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import option
+from ..config import check_count, option
 from ..errors import InputError
 
 __all__ = ["EvalConfig", "EvalResult", "evaluate", "PROTOCOLS", "KOBEST_TASKS", "canonical_task"]
@@ -135,12 +135,7 @@ class EvalConfig:
             if self.limit < 1:
                 raise InputError(f"--limit {self.limit}: use a positive whole number of test docs")
         if str(self.batch_size) != "auto":
-            try:
-                self.batch_size = int(self.batch_size)
-            except (TypeError, ValueError):
-                raise InputError(f"--batch-size {self.batch_size}: use a positive number or 'auto'") from None
-            if self.batch_size < 1:
-                raise InputError(f"--batch-size {self.batch_size}: use a positive number or 'auto'")
+            self.batch_size = check_count("--batch-size", self.batch_size, extra=", or 'auto'")
         if self.device_map not in (None, "auto"):
             raise InputError(f"--device-map {self.device_map}: only 'auto' is supported (split across the GPUs)")
         if self.seed is not None:

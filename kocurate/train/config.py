@@ -15,7 +15,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ..config import flag_of, option
+from ..config import check_count, flag_of, option
 from ..errors import InputError
 
 METHODS = ("lora", "ia3")
@@ -169,9 +169,7 @@ class TrainConfig:
             raise InputError(f"--bf16 {self.bf16}: use one of {', '.join(BF16_CHOICES)}")
         for name in ("max_length", "batch_size", "grad_accum", "lora_r", "logging_steps", "save_steps",
                      "save_total_limit"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise InputError(f"{flag_of(TrainConfig, name)} {value}: must be a whole number, at least 1")
+            setattr(self, name, check_count(flag_of(TrainConfig, name), getattr(self, name)))
         for name in ("epochs", "warmup_ratio", "weight_decay", "max_grad_norm", "lora_dropout", "learning_rate",
                      "peak_tflops", "lora_alpha"):
             value = getattr(self, name)
