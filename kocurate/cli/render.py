@@ -51,7 +51,8 @@ def print_settings(result) -> None:
     for record in result.records:
         stats = record.stats or {}
         for key in ("embedder", "threshold", "search", "pairs", "recall_vs_exact", "benchmark", "items", "ngram",
-                    "semantic", "ngram_matches", "skipped_configs", "groups"):
+                    "semantic", "ngram_matches", "skipped_configs", "groups", "search_truncated",
+                    "embed_truncated", "embed_cached"):
             if key in stats and stats[key] not in (None, [], {}):
                 table.add_row(f"{record.name}: {key}", str(stats[key]))
         if record.stats.get("items_per_config"):

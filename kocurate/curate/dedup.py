@@ -611,7 +611,8 @@ def stream_dedup(ids: list[str], vectors: np.ndarray, threshold: float, *, rule:
     signals: dict = {}
     prompt_groups: dict[int, list[int]] = {}
     output_groups: dict[int, list[int]] = {}
-    stats = {"candidate_pairs": 0, "checked_pairs": 0, "passing_pairs": 0, "max_block_pairs": 0}
+    # search_truncated: queries whose neighbour list the GPU top-k search cut short (0 on the CPU)
+    stats = {"candidate_pairs": 0, "checked_pairs": 0, "passing_pairs": 0, "max_block_pairs": 0, "search_truncated": 0}
     truncated = 0
     starts = range(0, n, block)
     iterator = track(starts, f"near-duplicates ({rule} rule, {method} search)", len(starts)) if track else starts
@@ -621,6 +622,7 @@ def stream_dedup(ids: list[str], vectors: np.ndarray, threshold: float, *, rule:
             index.add(vectors[start:stop])
         pairs = range_pairs(index, vectors[start:stop], threshold, method=method)
         stats["max_block_pairs"] = max(stats["max_block_pairs"], int(pairs.ids.size))
+        stats["search_truncated"] += int(getattr(pairs, "truncated", 0))
         lims, pj, ps = pairs.lims, pairs.ids, pairs.scores
         for q in range(stop - start):
             i = start + q
