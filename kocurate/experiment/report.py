@@ -71,9 +71,9 @@ def cost_rows(result: ExperimentResult) -> list[dict]:
             "arm": arm.name, "rows": result.data_rows.get(arm.name, 0), "seeds": len(reports),
             "tokens_per_run": round(tokens / len(reports)) if reports else 0,
             "epochs": round(float(np.mean([float(r.get("epochs") or 0.0) for r in reports])), 3) if reports else 0.0,
-            "train_seconds": round(train_seconds, 1),
+            "train_seconds": round(train_seconds, 3),
             "tokens_per_second": round(tokens / train_seconds, 1) if train_seconds else None,
-            "eval_seconds": round(eval_seconds, 1),
+            "eval_seconds": round(eval_seconds, 2),
             "curation_steps": steps, "curation_seconds": round(curation_seconds, 1),
         })
     return rows
