@@ -325,7 +325,9 @@ class Decontaminate(Step):
         )
         stats.update({"embedder": model.name, "threshold": self.threshold, "ngram": self.ngram,
                       "semantic": int((reason == "benchmark-semantic").sum()), "ngram_matches": verbatim,
-                      "contaminated": int(gone.sum())})
+                      "contaminated": int(gone.sum()),
+                      # rows whose item list the GPU top-k search cut short (0 on the CPU): matches could be missed
+                      "search_truncated": int(getattr(pairs, "truncated", 0))})
         check["embedder"] = model.name
         return StepResult(frame.filter(~mask), removed, stats, check=check)
 
