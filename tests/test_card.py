@@ -288,3 +288,17 @@ def test_old_template_flag_still_works_with_a_hint(tmp_path):
     assert "`card --template` is now `--card-template`" in result.stderr
     both = CliRunner().invoke(main, ["card", str(folder), "--template", "koquality", "--card-template", "generic"])
     assert both.exit_code == 2 and "pass only --card-template" in both.stderr
+
+
+def test_a_truncated_benchmark_search_is_never_called_clean():
+    """A GPU top-k search that cut rows' neighbour lists short may have missed a match."""
+    from kocurate.publish.card import Contamination
+
+    class Complete:
+        complete, unchecked, rows, benchmark, unchecked_example = True, 0, 10, "kobest", None
+
+    full = Contamination(checked=True, steps=[{"name": "decontaminate"}], coverage=[Complete()], rows=10)
+    assert full.clean and full.status.startswith("clean against kobest")
+    cut = Contamination(checked=True, steps=[{"name": "decontaminate"}], coverage=[Complete()], rows=10,
+                        search_truncated=3)
+    assert not cut.clean and cut.status.startswith("not verified") and "3 rows" in cut.status

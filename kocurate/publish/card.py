@@ -137,6 +137,8 @@ class Contamination:
     examples: list[dict] = field(default_factory=list)
     coverage: list = field(default_factory=list)  # records.checks.Coverage, one per benchmark
     rows: int = 0
+    #: rows whose benchmark neighbours a GPU top-k search cut short: a match may have been missed
+    search_truncated: int = 0
 
     @property
     def unverified(self) -> bool:
@@ -156,7 +158,8 @@ class Contamination:
 
     @property
     def clean(self) -> bool:
-        return self.checked and bool(self.coverage) and all(c.complete for c in self.coverage)
+        return (self.checked and bool(self.coverage) and all(c.complete for c in self.coverage)
+                and not self.search_truncated)
 
     @property
     def benchmarks(self) -> str:
@@ -168,6 +171,9 @@ class Contamination:
             return "not checked"
         if self.unverified:
             return "not verified: the decontamination step recorded no row fingerprints; run `kocurate decontaminate` again"
+        if self.search_truncated:
+            return (f"not verified: the search cut the benchmark neighbours of {self.search_truncated:,} rows short "
+                    "(GPU top-k); run `kocurate decontaminate` again on the CPU")
         if not self.clean:
             parts = [f"{c.unchecked:,} of {c.rows:,} rows in data/ never checked against {c.benchmark}"
                      for c in self.coverage if not c.complete]
@@ -199,7 +205,8 @@ def read_contamination(folder: Path, manifest: dict) -> Contamination:
     steps = [s for s in manifest.get("steps", []) if str(s.get("name", "")).lower() in DECONTAM_STEPS]
     cover = coverage(folder, manifest)
     result = Contamination(checked=bool(steps) or bool(cover), steps=steps, coverage=cover,
-                           rows=sum(m.num_rows for m in _metas(folder)))
+                           rows=sum(m.num_rows for m in _metas(folder)),
+                           search_truncated=sum(int((s.get("stats") or {}).get("search_truncated") or 0) for s in steps))
     if not result.checked:
         return result
     names = sorted({s["name"] for s in steps} | {str(c.get("step")) for cov in cover for c in cov.checks})
