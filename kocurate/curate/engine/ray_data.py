@@ -81,6 +81,17 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None):
     return ray
 
 
+def map_features(executor, ds, fn, **kwargs):
+    """Run the per-batch actor `fn(**kwargs)` over `ds`, materialised. A worker's InputError comes
+    back as the same one line."""
+    out = ds.map_batches(fn, batch_size=executor.batch_rows, batch_format="pyarrow", fn_constructor_kwargs=kwargs,
+                         concurrency=executor.actors or max(1, int(executor._cpus())))
+    try:
+        return out.materialize()
+    except Exception as exc:
+        raise unwrap(exc) from None
+
+
 def gpus_available() -> int:
     import ray
 

@@ -103,16 +103,9 @@ def run_select(executor, step, ds, ctx: RunContext, rows: int | None = None):
             f"(columns: {', '.join(c for c in ds.columns() if not c.startswith('_kc_'))}); run `kocurate score` first"
         )
     cache = None if ctx.cache_dir is None else str(ctx.cache_dir)
-    features = ds.map_batches(Features, batch_size=executor.batch_rows, batch_format="pyarrow",
-                              fn_constructor_kwargs={"step": step, "seed": ctx.seed, "cache_dir": cache},
-                              concurrency=executor.actors or max(1, int(executor._cpus())))
-    try:
-        features = features.materialize()
-    except Exception as exc:
-        from .ray_data import unwrap
+    from .ray_data import map_features
 
-        raise unwrap(exc) from None
-    refs = features.to_arrow_refs()
+    refs = map_features(executor, ds, Features, step=step, seed=ctx.seed, cache_dir=cache).to_arrow_refs()
 
     # 2. lengths (and the other per-row numbers) to the driver, in input order
     narrow = ray.get([_r("_narrow").remote(r) for r in refs])

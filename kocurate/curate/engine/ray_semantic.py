@@ -74,13 +74,9 @@ def run_semantic(executor, step, ds, ctx: RunContext, rows: int | None = None):
     resolved = step.resolve(model) if hasattr(step, "resolve") else {"embedder": model.name}
     threshold = resolved.get("threshold") or (step.threshold if step.threshold is not None else default_threshold(model))
     cache = None if ctx.cache_dir is None else str(ctx.cache_dir)
-    features = ds.map_batches(SemanticFeatures, batch_size=executor.batch_rows, batch_format="pyarrow",
-                              fn_constructor_kwargs={"step": step, "cache_dir": cache},
-                              concurrency=executor.actors or max(1, int(executor._cpus())))
-    try:
-        features = features.materialize()
-    except Exception as exc:
-        raise unwrap(exc) from None
+    from .ray_data import map_features
+
+    features = map_features(executor, ds, SemanticFeatures, step=step, cache_dir=cache)
     refs = features.to_arrow_refs()
     meta = ray.get([_r_sem("_positions").remote(r) for r in refs])
     pos = np.sort(np.concatenate([m[0] for m in meta]))
