@@ -241,8 +241,9 @@ class Embed(Step):
 
 
 @dataclass
-class Cluster(Step):
-    """Length groups x k-means on prompt embeddings; adds len, len_group, cluster, cluster_dist."""
+class KMeansParams:
+    """Length groups x k-means: the parameters `cluster` and `select` (which clusters by itself
+    when its input was not clustered) share."""
 
     length_groups: int = 5
     clusters: int = 100
@@ -256,10 +257,19 @@ class Cluster(Step):
     kmeans: str = "faiss"
     #: FAISS seeding: k-means++ (default) or random (FAISS's own)
     init: str = "k-means++"
+
+    def check_kmeans(self) -> None:
+        check_kmeans_params(self.clusters, self.length_groups, self.niter, self.n_init, self.kmeans, self.init)
+
+
+@dataclass
+class Cluster(KMeansParams, Step):
+    """Length groups x k-means on prompt embeddings; adds len, len_group, cluster, cluster_dist."""
+
     name: ClassVar[str] = "cluster"
 
     def __post_init__(self):
-        check_kmeans_params(self.clusters, self.length_groups, self.niter, self.n_init, self.kmeans, self.init)
+        self.check_kmeans()
 
     def assign(self, frame: pl.DataFrame, ctx: RunContext) -> tuple[pl.DataFrame, dict]:
         emb = prompt_embeddings(frame, ctx, embedder=self.embedder, embeddings=self.embeddings)

@@ -66,7 +66,10 @@ def step_registry() -> dict[str, type[Step]]:
 
 
 def step_parameters(cls: type[Step]) -> list[str]:
-    return [f.name for f in dataclasses.fields(cls)]
+    """The step's parameters, its own first, then those it shares with other steps (KMeansParams)."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    own = [n for n in names if n in vars(cls).get("__annotations__", {})]
+    return own + [n for n in names if n not in own]
 
 
 # --------------------------------------------------------------------------------------------

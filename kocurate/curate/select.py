@@ -39,7 +39,7 @@ import polars as pl
 
 from ..errors import InputError
 from ..records import removal_frame
-from .cluster import (CLUSTER_COLUMNS, assign_clusters, check_kmeans_params, kmeans, kmeans_plusplus,  # noqa: F401 (re-exported)
+from .cluster import (CLUSTER_COLUMNS, KMeansParams, assign_clusters, check_kmeans_params, kmeans, kmeans_plusplus,  # noqa: F401 (re-exported)
                       length_groups, prompt_embeddings, unit_rows)
 from .pipeline import RunContext, Step, StepResult
 from .score import CHARLM, METRICS, prompt_texts
@@ -133,30 +133,20 @@ def pick(
 
 
 @dataclass
-class Select(Step):
-    """KoQuality selection: length groups -> k-means per group -> a method per cluster."""
+class Select(KMeansParams, Step):
+    """KoQuality selection: length groups -> k-means per group -> a method per cluster.
+
+    The length-group and k-means parameters are KMeansParams' (shared with `cluster`)."""
 
     ratio: float | None = None
     size: int | None = None
     method: str = "ppl"
-    length_groups: int = 5
-    clusters: int = 100
-    embedder: str = "default"
-    #: precomputed embeddings: a .npy file (one row per input row, in order) or a column name
-    embeddings: str | None = None
     #: column holding the scores (`ppl` from `kocurate score`); scored on the fly with `scorer`.
     #: None: `ifd` when the scorer is "ifd:MODEL", else `ppl`
     score_column: str | None = None
     #: score missing rows on the fly: a model id/path (ppl), "ifd:MODEL", or "charlm" (offline)
     scorer: str | None = None
     tau: float = 0.9
-    niter: int = 20
-    #: k-means restarts (the lowest inertia wins); KoQuality's sklearn run used 10
-    n_init: int = 1
-    #: faiss (default) or sklearn (KoQuality's own KMeans; use with n_init 10 and seed 42 to replicate)
-    kmeans: str = "faiss"
-    #: FAISS seeding: k-means++ (default) or random (FAISS's own)
-    init: str = "k-means++"
     name: ClassVar[str] = "select"
 
     def __post_init__(self):
@@ -170,7 +160,7 @@ class Select(Step):
             raise InputError(f"--size {self.size} must be at least 1 row")
         if self.method not in METHODS:
             raise InputError(f"--method {self.method}: unknown; use one of {', '.join(METHODS)}")
-        check_kmeans_params(self.clusters, self.length_groups, self.niter, self.n_init, self.kmeans, self.init)
+        self.check_kmeans()
         if not (-1.0 <= self.tau <= 1.0):
             raise InputError(f"--tau {self.tau} is a cosine and must lie in [-1, 1]")
 
@@ -272,15 +262,7 @@ class Select(Step):
             dropped, self.name, "not-selected",
             detail=pl.format("len_group {} cluster {} ({})", pl.col("len_group"), pl.col("cluster"), pl.lit(self.method)),
         )
-        per_group = []
-        for g in group_ids:
-            in_g = groups == g
-            lo = edges[int(g)] if int(g) < len(edges) else None
-            hi = edges[int(g) + 1] if int(g) + 1 < len(edges) else None
-            per_group.append({
-                "len_group": int(g), "len_from": lo, "len_to": hi, "rows": int(in_g.sum()),
-                "clusters": int(np.unique(cluster[in_g]).size), "selected": int(chosen[in_g].sum()),
-            })
+        per_group = per_group_stats(groups, cluster, chosen, edges)
         stats = {
             "method": self.method,
             "budget": "koquality formula" if quota is None else f"quota {int(quota.sum()):,}",
@@ -298,6 +280,18 @@ class Select(Step):
         if self.method == "diverse" and quota is not None and int(quota.sum()) > int(chosen.sum()):
             stats["diverse_shortfall"] = int(quota.sum()) - int(chosen.sum())
         return StepResult(kept, removed, stats)
+
+
+def per_group_stats(groups: np.ndarray, cluster: np.ndarray, chosen: np.ndarray, edges) -> list[dict]:
+    """Rows, clusters and picks of every length group, with its length span (the summary table)."""
+    out = []
+    for g in np.unique(groups):
+        in_g = groups == g
+        lo = edges[int(g)] if int(g) < len(edges) else None
+        hi = edges[int(g) + 1] if int(g) + 1 < len(edges) else None
+        out.append({"len_group": int(g), "len_from": lo, "len_to": hi, "rows": int(in_g.sum()),
+                    "clusters": int(np.unique(cluster[in_g]).size), "selected": int(chosen[in_g].sum())})
+    return out
 
 
 def cells_and_quotas(groups: np.ndarray, cluster: np.ndarray, clusters: int, *, method: str, ratio: float | None,

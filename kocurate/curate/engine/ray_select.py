@@ -89,7 +89,7 @@ def run_select(executor, step, ds, ctx: RunContext, rows: int | None = None):
     import ray
 
     from ..cluster import kmeans, length_groups
-    from ..select import cells_and_quotas, pick, share_note
+    from ..select import cells_and_quotas, per_group_stats, pick, share_note
     from .ray_data import RayStepOutput
 
     start = time.perf_counter()
@@ -177,13 +177,7 @@ def run_select(executor, step, ds, ctx: RunContext, rows: int | None = None):
     out = ds.map_batches(_mark, batch_format="pyarrow", fn_kwargs={"shared": table, "step": step, "seed": ctx.seed})
 
     group_ids = np.unique(groups)
-    per_group = []
-    for g in group_ids:
-        in_g = groups == g
-        lo = edges[int(g)] if int(g) < len(edges) else None
-        hi = edges[int(g) + 1] if int(g) + 1 < len(edges) else None
-        per_group.append({"len_group": int(g), "len_from": lo, "len_to": hi, "rows": int(in_g.sum()),
-                          "clusters": int(np.unique(cluster[in_g]).size), "selected": int(chosen[in_g].sum())})
+    per_group = per_group_stats(groups, cluster, chosen, edges)
     stats = {
         "method": step.method,
         "budget": "koquality formula" if quota is None else f"quota {int(quota.sum()):,}",
