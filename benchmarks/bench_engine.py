@@ -4,8 +4,10 @@ For N synthetic rows (Korean-like text with planted exact duplicates and near-du
 skewed `task` column, a `ppl` score, precomputed 256-d prompt vectors in an .npy file) it runs
 each step once per engine, each engine in its own process (so peak memory is that engine's):
 
-  exact-dedup   (row rule)                      keyed: hash shuffle on the prompt
+  exact-dedup   (row rule)                      narrow hash shuffle of key hashes on the prompt, then a filter
   cap           (per_task 200)                  keyed: hash shuffle on the task
+  decontaminate (lexical embedder, 0.8, 50-char n-grams) against 1,000 "benchmark" items made
+                from the rows themselves (half verbatim, half with one word changed)
   select        (centroid, size N/10, 5 x 20, precomputed vectors)
   semantic-dedup (instruction rule, lexical embedder, threshold 0.8)
 
@@ -14,6 +16,7 @@ and prints one markdown row per step: seconds local / ray, ratio, kept-set agree
 
   .venv/bin/python benchmarks/bench_engine.py --rows 200000            # both engines, table
   .venv/bin/python benchmarks/bench_engine.py --rows 200000 --steps exact-dedup,cap
+  .venv/bin/python benchmarks/bench_engine.py --rows 100000 --steps exact-dedup --exact-rows   # the old row shuffle
 
 Data goes to benchmarks/work/engine-N/ (git-ignored). The machine's load distorts every time:
 the table says what the load average was.
@@ -36,7 +39,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "benchmarks" / "work"
 sys.path.insert(0, str(ROOT))
-STEPS = ("exact-dedup", "cap", "select", "semantic-dedup")
+STEPS = ("exact-dedup", "cap", "decontaminate", "select", "semantic-dedup")
 SYLLABLES = [chr(0xAC00 + i) for i in range(0, 11172, 37)]
 
 
@@ -96,6 +99,27 @@ def make_data(rows: int, dim: int = 256, seed: int = 0) -> Path:
     return folder
 
 
+def make_items(folder: Path, count: int = 1000, seed: int = 1) -> Path:
+    """A stand-in benchmark: `count` instructions of the rows (half verbatim, half with one word
+    changed), so decontamination removes rows on both engines (made once)."""
+    import polars as pl
+
+    path = folder / "bench_items.jsonl"
+    if path.is_file():
+        return path
+    rng = np.random.default_rng(seed)
+    frame = pl.read_parquet(folder / "data" / "*.parquet", columns=["instruction"])
+    picks = rng.choice(frame.height, size=count, replace=False)
+    texts = []
+    for k, i in enumerate(picks.tolist()):
+        words = frame["instruction"][i].split(" ")
+        if k % 2 and len(words) > 3:
+            words[rng.integers(len(words))] = "바뀐말"
+        texts.append(" ".join(words))
+    pl.DataFrame({"id": [f"item-{k}" for k in range(count)], "text": texts}).write_ndjson(path)
+    return path
+
+
 def make_step(name: str, rows: int, folder: Path):
     from kocurate.curate.cap import Cap
     from kocurate.curate.dedup import ExactDedup, SemanticDedup
@@ -105,6 +129,11 @@ def make_step(name: str, rows: int, folder: Path):
         return ExactDedup()
     if name == "cap":
         return Cap(per_task=200)
+    if name == "decontaminate":
+        from kocurate.curate.decontam import Decontaminate
+
+        return Decontaminate(against=str(make_items(folder)), fields=("text",), embedder="lexical", threshold=0.8,
+                             ngram=50)
     if name == "select":
         return Select(size=max(1, rows // 10), method="centroid", clusters=20, length_groups=5,
                       embeddings=str(folder / "vectors.npy"))
@@ -141,7 +170,7 @@ class Sampler:
 
 
 def run_engine(engine: str, rows: int, steps: list[str], out: Path, sample: int | None = None,
-               nprobe: int | None = None) -> None:
+               nprobe: int | None = None, exact_rows: bool = False) -> None:
     """One engine, every step over the same input; kept ids per step to `out`."""
     import polars as pl
 
@@ -156,6 +185,7 @@ def run_engine(engine: str, rows: int, steps: list[str], out: Path, sample: int 
         from kocurate.curate.engine.ray_data import RayExecutor, read_shards
 
         executor = RayExecutor(num_cpus=os.cpu_count(), sample_rows=sample, nprobe=nprobe)
+        executor.exact_narrow = not exact_rows
         t = time.perf_counter()
         executor.start()
         results["ray_start_seconds"] = round(time.perf_counter() - t, 1)
@@ -176,7 +206,7 @@ def run_engine(engine: str, rows: int, steps: list[str], out: Path, sample: int 
         seconds = time.perf_counter() - t
         ids = out / f"{engine}-{name}.txt"
         ids.write_text("\n".join(sorted(kept.to_list())), encoding="utf-8")
-        results[name] = {"seconds": round(seconds, 1), "kept": int(len(kept))}
+        results[name] = {"seconds": round(seconds, 1), "kept": int(len(kept)), "load": round(os.getloadavg()[0], 1)}
     results["driver_peak_rss_gib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
     if sampler:
         sampler.stop = True
@@ -192,18 +222,21 @@ def main() -> None:
     parser.add_argument("--sample", default=None,
                         help="k-means sample rows per length group on Ray (default 256 x clusters; `all`: every row)")
     parser.add_argument("--nprobe", type=int, default=None, help="cells each row probes in Ray semantic dedup (default 8)")
+    parser.add_argument("--exact-rows", action="store_true",
+                        help="Ray exact dedup by the old path (shuffle whole rows, the step's own run per partition)")
     args = parser.parse_args()
     sample = None if args.sample is None else (10**12 if args.sample == "all" else int(args.sample))
     steps = [s for s in args.steps.split(",") if s]
     out = WORK / f"engine-{args.rows}" / "results"
     out.mkdir(parents=True, exist_ok=True)
     if args.engine:
-        run_engine(args.engine, args.rows, steps, out, sample, args.nprobe)
+        run_engine(args.engine, args.rows, steps, out, sample, args.nprobe, args.exact_rows)
         return
-    make_data(args.rows)
+    make_items(make_data(args.rows))
     load = os.getloadavg()[0]
     for engine in ("local", "ray"):
-        extra = (["--sample", args.sample] if args.sample else []) + (["--nprobe", str(args.nprobe)] if args.nprobe else [])
+        extra = ((["--sample", args.sample] if args.sample else []) + (["--nprobe", str(args.nprobe)] if args.nprobe else [])
+                 + (["--exact-rows"] if args.exact_rows else []))
         subprocess.run([sys.executable, __file__, "--rows", str(args.rows), "--steps", args.steps, "--engine", engine,
                         *extra], check=True)
     local = json.loads((out / "local.json").read_text())
@@ -211,15 +244,15 @@ def main() -> None:
     print(f"\nk-means sample: {args.sample or '256 x clusters'} rows per length group; nprobe {args.nprobe or 8}")
     print(f"\n{args.rows:,} rows, {os.cpu_count()} CPUs, load average {load:.1f} at start, "
           f"{os.getloadavg()[0]:.1f} at end; Ray start {ray.get('ray_start_seconds')} s (not in the step times)\n")
-    print("| step | local s | ray s | ray / local | kept local | kept ray | kept-set agreement |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| step | local s | ray s | ray / local | kept local | kept ray | kept-set agreement | load after local / ray |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name in steps:
         a = set((out / f"local-{name}.txt").read_text(encoding="utf-8").split("\n"))
         b = set((out / f"ray-{name}.txt").read_text(encoding="utf-8").split("\n"))
         agree = len(a & b) / max(1, len(a | b))
         print(f"| {name} | {local[name]['seconds']} | {ray[name]['seconds']} | "
               f"{ray[name]['seconds'] / max(local[name]['seconds'], 1e-9):.2f} | {local[name]['kept']:,} | "
-              f"{ray[name]['kept']:,} | {agree:.5f} |")
+              f"{ray[name]['kept']:,} | {agree:.5f} | {local[name].get('load')} / {ray[name].get('load')} |")
     print(f"\npeak RSS: local process {local['driver_peak_rss_gib']} GiB; ray driver {ray['driver_peak_rss_gib']} GiB, "
           f"ray workers (sum) {ray.get('workers_peak_rss_gib')} GiB")
 

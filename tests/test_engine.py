@@ -102,14 +102,23 @@ def removed_pairs(frame: pl.DataFrame) -> list[tuple]:
     return sorted(frame.select("id", "reason", "dup_of").iter_rows())
 
 
-def test_exact_dedup_same_kept_ids(ray_executor):
+@pytest.mark.parametrize("rule", ["row", "instruction"])
+def test_exact_dedup_same_kept_ids(ray_executor, rule):
     frame = instructions()
-    local, lrec, remote, rrec = both(ExactDedup, frame, ray_executor)
+    extra = frame.head(3).with_columns(pl.Series("id", ["x-empty", "x-long", "x-short"]),
+                                       pl.Series("instruction", [" \u200b ", *frame["instruction"][1:3]]),
+                                       pl.Series("input", ["", *frame["input"][1:3]]),
+                                       pl.Series("output", ["답", frame["output"][1] + " 더 긴 답", "짧"]))
+    frame = pl.concat([frame, extra])  # an empty prompt; a longer and a shorter answer to a prompt
+    local, lrec, remote, rrec = both(lambda: ExactDedup(rule=rule), frame, ray_executor)
     assert local.removed.height > 0  # the sample has planted exact duplicates
+    assert lrec.stats["empty_text"] == 1
     assert remote.kept["id"].to_list() == local.kept["id"].to_list()  # same rows, input order
     assert removed_pairs(remote.removed) == removed_pairs(local.removed)  # same twin kept for each
+    assert (sorted(remote.removed.select("id", "similarity", "detail").iter_rows())
+            == sorted(local.removed.select("id", "similarity", "detail").iter_rows()))
     assert (rrec.rows_in, rrec.rows_out, rrec.removed) == (lrec.rows_in, lrec.rows_out, lrec.removed)
-    assert rrec.stats["exact_duplicates"] == lrec.stats["exact_duplicates"]
+    assert {k: v for k, v in rrec.stats.items() if k != "engine"} == lrec.stats
     assert set(remote.kept.columns) == set(local.kept.columns)
 
 
@@ -242,3 +251,82 @@ def test_cli_cap_on_ray_matches_local(ray_executor, tmp_path):
     refused = CliRunner().invoke(main, ["cap", str(cot), "--preset", "cot-collection", "--engine", "ray",
                                         "-o", str(tmp_path / "x")])
     assert refused.exit_code == 2 and "run `kocurate normalize" in refused.output
+
+
+def _contamination_section(card: str) -> list[str]:
+    """The card's contamination section and its `decontaminated` tag (the status lines)."""
+    lines = card.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("## Benchmark contamination")), len(lines))
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    return [line for line in lines[:30] if "contaminat" in line] + lines[start:end]
+
+
+def _folder_view(folder: Path) -> dict:
+    """What a dataset folder holds, with each check's random id replaced by its step's place."""
+    from kocurate.publish.card import read_contamination
+
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    data = pl.concat([pl.read_parquet(p) for p in sorted((folder / "data").glob("*.parquet"))])
+    removed_paths = sorted((folder / "removed").glob("*.parquet"))
+    removed = pl.concat([pl.read_parquet(p) for p in removed_paths], how="diagonal_relaxed") if removed_paths else None
+    names = {c["id"]: f"{c['step']}@{c['step_index']}" for c in manifest.get("checks", [])}
+    checks = pl.read_parquet(folder / "checks" / "rows.parquet") if (folder / "checks").is_dir() else None
+    check_rows = sorted((names[c], r) for c, r in checks.iter_rows()) if checks is not None else []
+    infos = sorted(({k: v for k, v in c.items() if k != "id"} for c in manifest.get("checks", [])),
+                   key=lambda c: c["step_index"])
+    card = (folder / "README.md").read_text(encoding="utf-8")
+    status = read_contamination(folder, manifest).status
+    return {"data": data, "removed": removed, "check_rows": check_rows, "check_infos": infos, "status": status,
+            "status_lines": _contamination_section(card),
+            "removed_rows": manifest["removed_rows"], "rows": manifest["rows"],
+            "steps": [(s["name"], s["rows_in"], s["rows_out"], s["removed"]) for s in manifest["steps"]]}
+
+
+def test_cli_chain_on_ray_writes_the_local_folders_checks_and_removed(ray_executor, tmp_path):
+    """decontaminate, then exact dedup of its folder, through both engines: the same data/,
+    removed/ (the parent's rows carried forward), checks/ fingerprints and card status lines."""
+    from click.testing import CliRunner
+
+    from kocurate.cli import main
+
+    views = {}
+    for engine in ("local", "ray"):
+        clean, dedup = tmp_path / f"{engine}-clean", tmp_path / f"{engine}-dedup"
+        result = CliRunner().invoke(main, ["decontaminate", str(SAMPLES / "ko_instructions.jsonl"), "--against", "kobest",
+                                           "--data-dir", str(SAMPLES / "kobest"), "--skip-missing", "--embedder", "lexical",
+                                           "--no-cache", "--engine", engine, "-o", str(clean)])
+        assert result.exit_code == 0, result.output
+        result = CliRunner().invoke(main, ["dedup", str(clean), "--exact-only", "--engine", engine, "-o", str(dedup)])
+        assert result.exit_code == 0, result.output
+        views[engine] = (_folder_view(clean), _folder_view(dedup))
+    for local, ray in zip(views["local"], views["ray"]):
+        assert local["status"].startswith("clean against")  # every row in data/ verified by fingerprint
+        assert ray["status"] == local["status"] and ray["status_lines"] == local["status_lines"]
+        assert any("Result: **clean**" in line for line in local["status_lines"])  # the card states it
+        assert ray["data"].equals(local["data"]) and ray["data"].columns == local["data"].columns
+        assert ray["removed"].equals(local["removed"].select(ray["removed"].columns))
+        assert sorted(ray["removed"].columns) == sorted(local["removed"].columns)
+        assert ray["check_rows"] == local["check_rows"] and len(local["check_rows"]) == local["rows"]
+        assert ray["check_infos"] == local["check_infos"]
+        assert (ray["rows"], ray["removed_rows"], ray["steps"]) == (local["rows"], local["removed_rows"], local["steps"])
+    dedup = views["ray"][1]
+    assert dedup["removed"]["step"].unique().sort().to_list() == ["decontaminate", "exact-dedup"]  # carried forward
+    assert dedup["check_infos"][0]["step"] == "decontaminate" and dedup["check_infos"][0]["rows_covered"] == dedup["rows"]
+
+
+def test_exact_key_texts_equal_exact_keys():
+    """Ray's exact dedup hashes a key built from the two normalised parts: the same text as
+    records.text.exact_keys over the whole row, on the samples and on boundary cases."""
+    from kocurate.curate.engine.ray_data import _exact_texts
+    from kocurate.records.text import exact_keys
+
+    edge = pl.DataFrame({
+        "instruction": ["a b", "a", " x ", "", "", "q\u200b", "e\u0301", "p", "가\u3000", None],
+        "input": ["", "b", "\t", "", "y", "", "", "", "", "나"],
+        "output": ["c", " c ", "\n z", "w", "", "\u00a8x", "\u0301o", "\u200b", "  다", "라"],
+    })
+    for frame in (instructions(), edge):
+        for step in (ExactDedup(), ExactDedup(rule="instruction"), ExactDedup(columns=("instruction",))):
+            _, keys, olen = _exact_texts(frame, step)
+            assert keys == exact_keys(frame, step.key_columns()).to_list()
+            assert olen == [len(t) for t in exact_keys(frame, ("output",)).to_list()]

@@ -216,3 +216,129 @@ def test_build_refuses_a_folder_that_holds_something_else(tmp_path):
     with pytest.raises(InputError, match="holds no earlier build.*--overwrite"):
         build(recipe)
     assert (out / "notes.txt").read_text() == "keep me"
+
+
+# ---------------------------------------------------------------------------------------------
+# engine: local|ray and ray_address: (the flags win over them)
+
+
+def engine_recipe(tmp_path, extra: str):
+    data = write_rows(tmp_path / "ko.jsonl")
+    path = tmp_path / "r.yaml"
+    path.write_text(f"name: on-ray\noutput: {tmp_path / 'out'}\n{extra}\ninputs:\n  - {{name: ko, source: {data}}}\n"
+                    f"steps:\n  - cap: {{per_task: 30}}\n", encoding="utf-8")
+    return path
+
+
+def test_recipe_engine_keys_parse(tmp_path):
+    recipe = load_recipe(engine_recipe(tmp_path, "engine: ray\nray_address: ray://head:10001"))
+    assert (recipe.engine, recipe.ray_address) == ("ray", "ray://head:10001")
+    plain = load_recipe(engine_recipe(tmp_path, ""))
+    assert (plain.engine, plain.ray_address) == ("local", None)
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("engine: spark", r"r\.yaml:3:9: engine must be one of local, ray, not 'spark'; e\.g\. engine: ray"),
+    ("engine: [ray]", r"r\.yaml:3:9: engine must be one of local, ray"),
+    ("ray_address: ray://head:10001", r"r\.yaml:3:1: ray_address is only used with engine: ray; add `engine: ray`"),
+    ("engine: ray\nray_address: 10001", r"r\.yaml:4:14: ray_address must be a cluster address"),
+])
+def test_recipe_engine_keys_are_validated(tmp_path, extra, message):
+    with pytest.raises(InputError, match=message) as info:
+        load_recipe(engine_recipe(tmp_path, extra))
+    assert "\n" not in str(info.value)
+
+
+def test_engine_flag_wins_over_the_recipe(tmp_path):
+    path = engine_recipe(tmp_path, "engine: ray\nray_address: ray://head:10001")
+    kept = apply_overrides(load_recipe(path))
+    assert (kept.engine, kept.ray_address) == ("ray", "ray://head:10001")
+    local = apply_overrides(load_recipe(path), engine="local")
+    assert (local.engine, local.ray_address) == ("local", None)  # the recipe's cluster went with its engine
+    other = apply_overrides(load_recipe(path), ray_address="auto")
+    assert (other.engine, other.ray_address) == ("ray", "auto")
+    ray = apply_overrides(load_recipe(engine_recipe(tmp_path, "")), engine="ray")
+    assert (ray.engine, ray.ray_address) == ("ray", None)
+    with pytest.raises(InputError, match="--ray-address auto: only used with --engine ray"):
+        apply_overrides(load_recipe(engine_recipe(tmp_path, "")), ray_address="auto")
+    with pytest.raises(InputError, match="--engine spark: unknown engine"):
+        apply_overrides(load_recipe(path), engine="spark")
+
+
+def test_ray_recipe_refuses_a_preset_input_before_writing(tmp_path):
+    data = write_rows(tmp_path / "ko.jsonl")
+    path = recipe_file(tmp_path, f"""
+        name: on-ray
+        output: {tmp_path / 'out'}
+        engine: ray
+        inputs:
+          - {{name: ko, source: {data}, preset: koalpaca}}
+        steps:
+          - cap: {{per_task: 30}}
+        """)
+    with pytest.raises(InputError, match=r"r\.yaml: input 'ko' has a preset or map; engine: ray reads canonical files"):
+        build(load_recipe(path))
+    assert not (tmp_path / "out").exists()
+
+
+def test_ray_recipe_runs_each_step_through_the_executor(tmp_path, monkeypatch):
+    """engine: ray hands each step's input paths to the executor (the recipe's file first, then
+    the previous step's folder) and closes it; its folders are reused like local ones."""
+    from types import SimpleNamespace
+
+    import kocurate.curate.engine as engine
+    from kocurate.curate.pipeline import run_pipeline
+    from kocurate.records import load_records
+
+    calls = []
+
+    class Recording:  # runs locally, records what the Ray executor would be given
+        closed = False
+
+        def run(self, paths, steps, out, *, ctx, overwrite, recipe):
+            calls.append(([str(p) for p in paths], [s.name for s in steps], str(out)))
+            result = run_pipeline([load_records(str(p)) for p in paths], steps, out, ctx=ctx, overwrite=overwrite,
+                                  recipe=recipe)
+            return SimpleNamespace(rows_in=result.rows_in, rows_out=result.kept.height, records=result.records,
+                                   removed_by_reason=result.removed_by_reason)
+
+        def close(self):
+            Recording.closed = True
+
+    got = {}
+
+    def fake_get_executor(name, address=None):
+        got["args"] = (name, address)
+        return Recording()
+
+    monkeypatch.setattr(engine, "get_executor", fake_get_executor)
+    data = write_rows(tmp_path / "ko.jsonl")
+    path = recipe_file(tmp_path, f"""
+        name: on-ray
+        output: {tmp_path / 'out'}
+        engine: ray
+        ray_address: ray://head:10001
+        inputs:
+          - {{name: ko, source: {data}}}
+        steps:
+          - cap: {{per_task: 30}}
+          - exact-dedup
+        """)
+    result = build(load_recipe(path))
+    assert got["args"] == ("ray", "ray://head:10001") and Recording.closed
+    assert calls == [([str(data)], ["cap"], str(tmp_path / "out" / "01-cap")),
+                     ([str(tmp_path / "out" / "01-cap")], ["exact-dedup"], str(tmp_path / "out" / "02-exact-dedup"))]
+    assert [o.reused for o in result.steps] == [False, False] and result.steps[0].rows_out < result.steps[0].rows_in
+    calls.clear()
+    again = build(load_recipe(path))  # unchanged: both folders reused, nothing sent to the executor
+    assert calls == [] and [o.reused for o in again.steps] == [True, True]
+
+
+def test_build_cli_passes_engine_flags_to_the_recipe(tmp_path):
+    """`kocurate build --ray-address` reaches apply_overrides: without an engine it is refused in
+    one line, before anything is written."""
+    path = engine_recipe(tmp_path, "")
+    res = CliRunner().invoke(main, ["build", str(path), "--ray-address", "auto", "-o", str(tmp_path / "out")])
+    assert res.exit_code != 0
+    assert "--ray-address auto: only used with --engine ray" in res.output
+    assert "Traceback" not in res.output and not (tmp_path / "out").exists()

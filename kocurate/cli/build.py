@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 from rich.table import Table
 
-from .options import apply, cache_options, run_context
+from .options import apply, cache_options, engine_option_list, run_context
 from .render import console
 
 
@@ -22,7 +22,8 @@ from .render import console
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT when it holds something other than an earlier build of "
               "this recipe (an earlier build is resumed without it).")
 @apply(cache_options)
-def build_cmd(recipe, sources, model, embedder, sets, output, seed, rerun, overwrite, cache_dir, no_cache):
+@apply(engine_option_list(default=None))
+def build_cmd(recipe, sources, model, embedder, sets, output, seed, rerun, overwrite, cache_dir, no_cache, engine, ray_address):
     """Run a YAML recipe: inputs, then steps in order, each writing a dataset folder.
 
     RECIPE is a file or a bundled recipe name: kopen-platypus, koquality, cot-capped.
@@ -35,11 +36,13 @@ def build_cmd(recipe, sources, model, embedder, sets, output, seed, rerun, overw
       kocurate build koquality --source samples/ko_instructions.jsonl --model charlm --set select.clusters=10 -o out/kq
       kocurate build cot-capped --source cot=samples/ko_cot.jsonl -o out/cot
       kocurate build my-recipe.yaml --rerun
+      kocurate build my-recipe.yaml --engine ray --ray-address auto
     """
     from ..curate.recipe import apply_overrides, build, load_recipe
 
     spec = load_recipe(recipe)
-    spec = apply_overrides(spec, sources=sources, model=model, embedder=embedder, sets=sets, output=output, seed=seed)
+    spec = apply_overrides(spec, sources=sources, model=model, embedder=embedder, sets=sets, output=output, seed=seed,
+                           engine=engine, ray_address=ray_address)
     console.print(f"recipe [bold]{spec.name}[/] ({spec.path}): {len(spec.steps)} steps, seed {spec.seed}, "
                   f"inputs {', '.join(i.source for i in spec.inputs)}")
 

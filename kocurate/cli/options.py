@@ -54,14 +54,21 @@ def threshold_option(value):
     return check_threshold(value)
 
 
-engine_options = [
-    click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-                 help="local: one process (default). ray: Ray Data, per-batch work on workers and the global "
-                      "decisions on small gathered data, for sets past one machine; reads canonical files or "
-                      "dataset folders (run `kocurate normalize` with --preset/--map first)."),
-    click.option("--ray-address", default=None, metavar="ADDRESS",
-                 help="With --engine ray: the cluster to join (ray://host:10001 or auto); default: start a local Ray."),
-]
+def engine_option_list(default: str | None = "local") -> list:
+    """--engine and --ray-address. `default=None` (build): an absent flag leaves the recipe's own
+    `engine:` in charge."""
+    where = "(default)" if default == "local" else "(default: the recipe's engine, else local)"
+    return [
+        click.option("--engine", type=click.Choice(["local", "ray"]), default=default, show_default=default is not None,
+                     help=f"local: one process {where}. ray: Ray Data, per-batch work on workers and the global "
+                          "decisions on small gathered data, for sets past one machine; reads canonical files or "
+                          "dataset folders (run `kocurate normalize` with --preset/--map first)."),
+        click.option("--ray-address", default=None, metavar="ADDRESS",
+                     help="With --engine ray: the cluster to join (ray://host:10001 or auto); default: start a local Ray."),
+    ]
+
+
+engine_options = engine_option_list()
 
 
 def run_steps(inputs, steps, output, *, ctx, overwrite: bool, engine: str = "local", ray_address: str | None = None,

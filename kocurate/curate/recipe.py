@@ -4,6 +4,7 @@
 name: koquality
 seed: 42
 output: out/koquality            # step i writes out/koquality/NN-<step>/; the last one is the result
+engine: local                    # or ray (with ray_address: ray://head:10001; absent: a local Ray)
 inputs:
   - {name: koalpaca, source: beomi/KoAlpaca-v1.1a, preset: koalpaca}
 steps:
@@ -18,6 +19,10 @@ dataclass's fields. Every step's key is the hash of its input's fingerprint, its
 parameters, the seed and the tool version; `recipe-state.json` in the output folder remembers
 the key and data fingerprint of each finished step, so a rerun (after a crash, or after editing
 a later step) reuses every folder whose key is unchanged and runs only the rest.
+
+`engine: local|ray` (and `ray_address:`) chooses the executor (curate/engine); `--engine` and
+`--ray-address` on the command line win over them. Both engines keep the same rows, so the
+engine is not part of a step's key: a folder built on one is reused by the other.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from ..errors import InputError
 from ..records import Loaded, check_output, load_records, output_guard, read_manifest, write_json_atomic
 from .pipeline import PipelineResult, RunContext, Step, _jsonable, run_pipeline
 
-TOP_KEYS = ("name", "description", "seed", "output", "inputs", "steps")
+TOP_KEYS = ("name", "description", "seed", "output", "engine", "ray_address", "inputs", "steps")
 INPUT_KEYS = ("name", "source", "preset", "map", "split")
 STATE_FILE = "recipe-state.json"
 
@@ -103,6 +108,9 @@ class Recipe:
     inputs: list[InputSpec]
     steps: list[StepSpec]
     description: str = ""
+    #: the executor: `local` (one process) or `ray` (Ray Data); `ray_address` None starts a local Ray
+    engine: str = "local"
+    ray_address: str | None = None
 
     def build_steps(self) -> list[Step]:
         registry = step_registry()
@@ -194,9 +202,36 @@ def load_recipe(path: str | Path) -> Recipe:
     name = str(_plain(top["name"][1])) if "name" in top else path.stem
     output = str(_plain(top["output"][1])) if "output" in top else None
     description = str(_plain(top["description"][1]) or "") if "description" in top else ""
-    recipe = Recipe(where, name, seed, output, inputs, steps, description)
+    engine, ray_address = _engine_keys(where, top)
+    recipe = Recipe(where, name, seed, output, inputs, steps, description, engine, ray_address)
     recipe.build_steps()  # validate names and parameters now, before anything runs
     return recipe
+
+
+def _engine_keys(where: str, top: dict) -> tuple[str, str | None]:
+    """`engine:` (local or ray) and `ray_address:` (a string, only with engine: ray)."""
+    from .engine import ENGINES
+
+    engine = "local"
+    if "engine" in top:
+        node = top["engine"][1]
+        value = _plain(node)
+        if not isinstance(value, str) or value.strip().lower() not in ENGINES:
+            raise InputError(f"{_where(where, node)}: engine must be one of {', '.join(ENGINES)}, not {value!r}; "
+                             f"e.g. engine: ray")
+        engine = value.strip().lower()
+    address = None
+    if "ray_address" in top:
+        node = top["ray_address"][1]
+        value = _plain(node)
+        if not isinstance(value, str) or not value.strip():
+            raise InputError(f"{_where(where, node)}: ray_address must be a cluster address such as ray://head:10001 "
+                             f"or auto; drop the key to start a local Ray")
+        if engine != "ray":
+            raise InputError(f"{_where(where, top['ray_address'][0])}: ray_address is only used with engine: ray; "
+                             f"add `engine: ray` or drop ray_address")
+        address = value.strip()
+    return engine, address
 
 
 def resolve_recipe(path: str | Path) -> Path:
@@ -280,8 +315,11 @@ def apply_overrides(
     sets: tuple[str, ...] = (),
     output: str | None = None,
     seed: int | None = None,
+    engine: str | None = None,
+    ray_address: str | None = None,
 ) -> Recipe:
-    """--source [NAME=]PATH, --model, --embedder, --set STEP.PARAM=VALUE, -o, --seed."""
+    """--source [NAME=]PATH, --model, --embedder, --set STEP.PARAM=VALUE, -o, --seed, --engine,
+    --ray-address (None: the recipe's own value; a flag given wins over the recipe)."""
     bare = [s for s in sources if "=" not in s or Path(s).exists()]
     named = [s for s in sources if s not in bare]
     if bare:
@@ -322,6 +360,20 @@ def apply_overrides(
         recipe.output = output
     if seed is not None:
         recipe.seed = seed
+    if engine is not None:
+        from .engine import ENGINES
+
+        name = engine.strip().lower()
+        if name not in ENGINES:
+            raise InputError(f"--engine {engine}: unknown engine; use one of {', '.join(ENGINES)}")
+        if name != recipe.engine:
+            recipe.ray_address = None  # the recipe's cluster belongs to its own engine
+        recipe.engine = name
+    if ray_address is not None:
+        if recipe.engine != "ray":
+            raise InputError(f"--ray-address {ray_address}: only used with --engine ray (the recipe's engine is "
+                             f"{recipe.engine}); add --engine ray or drop it")
+        recipe.ray_address = ray_address
     recipe.build_steps()
     return recipe
 
@@ -404,6 +456,8 @@ def build(recipe: Recipe, *, ctx: RunContext | None = None, rerun: bool = False,
         raise InputError(f"{recipe.path}: the recipe has no 'output:' folder; add one or pass -o FOLDER")
     ctx = ctx or RunContext(seed=recipe.seed)
     ctx.seed = recipe.seed
+    if recipe.engine == "ray":  # refused before anything is written: Ray reads files and folders as they are
+        fingerprints = [_ray_input_fingerprint(recipe, i) for i in recipe.inputs]
     out = Path(recipe.output)
     check_build_output(out, recipe, overwrite)
     if overwrite and out.is_dir() and not _read_state(out).get("_recipe") == recipe.name:
@@ -415,10 +469,42 @@ def build(recipe: Recipe, *, ctx: RunContext | None = None, rerun: bool = False,
     state["_recipe"] = recipe.name
     steps = recipe.build_steps()
 
-    sources: list[Loaded] = [
-        load_records(i.source, preset=i.preset, mapping=i.map, split=i.split) for i in recipe.inputs
-    ]
-    fingerprints = [s.info.fingerprint for s in sources]
+    executor = None
+    if recipe.engine == "ray":
+        from .engine import get_executor
+
+        sources: list = []
+        executor = get_executor("ray", recipe.ray_address)
+    else:
+        sources = [load_records(i.source, preset=i.preset, mapping=i.map, split=i.split) for i in recipe.inputs]
+        fingerprints = [s.info.fingerprint for s in sources]
+    try:
+        return _build_steps(recipe, steps, out, state, sources, fingerprints, ctx, rerun, on_step, executor)
+    finally:
+        if executor is not None:
+            executor.close()
+
+
+def _ray_input_fingerprint(recipe: Recipe, spec: InputSpec) -> str:
+    """What load_records would fingerprint (file bytes, a folder's data fingerprint), without
+    loading the rows: engine: ray reads canonical files and dataset folders as they are."""
+    from ..records import data_files
+    from ..records.load import file_sha256, files_fingerprint
+
+    path = Path(spec.source).expanduser()
+    if spec.preset or spec.map or not path.exists():
+        what = "a preset or map" if (spec.preset or spec.map) else "a source that is not a local file or folder"
+        raise InputError(f"{recipe.path}: input '{spec.name}' has {what}; engine: ray reads canonical files and dataset "
+                         f"folders: run `kocurate normalize {spec.source} -o FOLDER` (with its --preset) and use FOLDER "
+                         f"as the source, or use engine: local")
+    if path.is_dir():
+        manifest = read_manifest(path) or {}
+        return manifest.get("data_fingerprint") or files_fingerprint(data_files(path, "train"))
+    return file_sha256(path)
+
+
+def _build_steps(recipe: Recipe, steps: list[Step], out: Path, state: dict, sources: list, fingerprints: list[str],
+                 ctx: RunContext, rerun: bool, on_step, executor) -> BuildResult:
     outcomes: list[StepOutcome] = []
     previous: Path | None = None
     for index, step in enumerate(steps, 1):
@@ -432,12 +518,19 @@ def build(recipe: Recipe, *, ctx: RunContext | None = None, rerun: bool = False,
             outcome = StepOutcome(index, step.name, folder, True, int(last.get("rows_in", 0)), int(manifest.get("rows", 0)),
                                   dict(last.get("removed") or {}), 0.0)
         else:
-            inputs = sources if previous is None else [load_records(previous)]
-            result = run_pipeline(inputs, [step], folder, ctx=ctx, overwrite=True, recipe=f"{recipe.name} ({recipe.path})")
+            label = f"{recipe.name} ({recipe.path})"
+            if executor is not None:  # engine: ray, over the files and folders themselves
+                paths = [i.source for i in recipe.inputs] if previous is None else [previous]
+                result = executor.run(paths, [step], folder, ctx=ctx, overwrite=True, recipe=label)
+                rows_out = result.rows_out
+            else:
+                inputs = sources if previous is None else [load_records(previous)]
+                result = run_pipeline(inputs, [step], folder, ctx=ctx, overwrite=True, recipe=label)
+                rows_out = result.kept.height
             manifest = read_manifest(folder) or {}
             state[folder.name] = {"key": key, "data_fingerprint": manifest.get("data_fingerprint"), "step": step.name}
             _write_state(out, state)
-            outcome = StepOutcome(index, step.name, folder, False, result.rows_in, result.kept.height,
+            outcome = StepOutcome(index, step.name, folder, False, result.rows_in, rows_out,
                                   result.removed_by_reason(), sum(r.seconds for r in result.records), result)
         outcomes.append(outcome)
         if on_step:

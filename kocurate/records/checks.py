@@ -81,12 +81,13 @@ def merge_checks(checks: list[Check]) -> list[Check]:
     return list(merged.values())
 
 
-def write_checks(folder: Path, kept: pl.DataFrame, checks: list[Check]) -> list[dict]:
-    """Write checks/rows.parquet for the rows in `kept`; returns the manifest's `checks` list."""
+def write_checks(folder: Path, kept: pl.DataFrame | None, checks: list[Check], hashes: np.ndarray | None = None) -> list[dict]:
+    """Write checks/rows.parquet for the rows in `kept` (or the rows whose fingerprints are
+    `hashes`, when the rows were streamed rather than held); returns the manifest's `checks` list."""
     checks = merge_checks(checks)
     if not checks:
         return []
-    hashes = _unique(row_hashes(kept))
+    hashes = _unique(row_hashes(kept) if hashes is None else hashes)
     ids, rows, infos = [], [], []
     for check in checks:
         covered = hashes[_isin(hashes, check.hashes)]

@@ -34,7 +34,7 @@ import polars as pl
 
 from ...errors import InputError
 from ...records import StepRecord
-from ...records.schema import REMOVAL
+from ...records.schema import REMOVAL, removal_frame
 from ..step import RunContext, Step, StepResult, _jsonable
 
 POS = "_kc_pos"
@@ -203,7 +203,8 @@ def combine(result: StepResult, rows_in: int) -> "pa.Table":  # noqa: F821
     removed = _removal_columns(result.removed).with_columns(pl.lit(1, pl.Int8).alias(KIND))
     both = pl.concat([kept, removed], how="diagonal_relaxed") if removed.height else kept
     counters = json.dumps(_jsonable({"rows_in": rows_in, "rows_out": result.kept.height,
-                                     "removed": result.removed_by_reason(), "stats": result.stats}), ensure_ascii=False)
+                                     "removed": result.removed_by_reason(), "stats": result.stats,
+                                     "check": result.check}), ensure_ascii=False)
     stats = pl.Series(STATS, [counters] + [None] * max(0, both.height - 1), dtype=pl.String)
     if not both.height:  # an empty partition still reports (rows_in 0)
         return both.with_columns(pl.lit(None, pl.String).alias(STATS)).to_arrow()
@@ -287,6 +288,8 @@ class RayStepOutput:
     removed: object
     record: StepRecord
     stats: dict
+    #: the check the kept rows passed (StepResult.check, e.g. decontamination's benchmark), or None
+    check: dict | None = None
 
 
 ROW_STEPS = ("drop-empty", "decontaminate", "normalize")
@@ -309,6 +312,9 @@ class RayExecutor:
         self.sample_rows = sample_rows
         self.nprobe = nprobe
         self.nlist = nlist
+        #: exact dedup by the narrow shuffle of key hashes (False: shuffle whole rows and run the
+        #: step per partition, the first version; kept for benchmarks/bench_engine.py --exact-rows)
+        self.exact_narrow = True
         self._started = False
 
     def start(self):
@@ -334,6 +340,8 @@ class RayExecutor:
         self.start()
         start = time.perf_counter()
         cache = None if ctx.cache_dir is None else str(ctx.cache_dir)
+        if step.name == "exact-dedup" and self.exact_narrow and hasattr(step, "key_columns"):
+            return run_exact(self, step, ds, ctx, rows)
         if step.name in KEYED_STEPS:
             rows = rows if rows is not None else ds.count()
             parts = max(2, -(-rows // self.partition_rows))
@@ -383,7 +391,11 @@ class RayExecutor:
             record.stats.update(extra)
         kept = out.map_batches(_only, batch_format="pyarrow", fn_kwargs={"kind": 0})
         removed = out.map_batches(_only, batch_format="pyarrow", fn_kwargs={"kind": 1})
-        return RayStepOutput(kept, removed, record, record.stats)
+        # every partition runs the same step, so describes the same check: the first non-empty one
+        # says it (an empty partition's check lacks what only embedding learns, e.g. the embedder)
+        checks = sorted((c for c in counters if c.get("check") is not None), key=lambda c: c["rows_in"] == 0)
+        check = checks[0]["check"] if checks else None
+        return RayStepOutput(kept, removed, record, record.stats, check)
 
     def _on_driver(self, step: Step, ds, ctx: RunContext) -> RayStepOutput:
         import ray.data
@@ -411,7 +423,7 @@ class RayExecutor:
         removed = to_frame(output.removed)
         if not kept.height and not kept.columns:
             kept = frame.head(0)
-        result = StepResult(kept, removed, output.stats)
+        result = StepResult(kept, removed, output.stats, check=output.check)
         if getattr(output, "pairs", None) is not None:  # semantic dedup: the pairs it found, for comparison
             result.pairs = output.pairs  # type: ignore[attr-defined]
         return result, output.record
@@ -500,6 +512,190 @@ def merge_counters(step: Step, counters: list[dict], seconds: float) -> StepReco
     return StepRecord(name=step.name, params=_jsonable(step.params()), rows_in=rows_in, rows_out=rows_out,
                       removed=dict(sorted(removed.items(), key=lambda kv: -kv[1])), seconds=round(seconds, 3),
                       stats=_jsonable(stats))
+
+
+# --------------------------------------------------------------------------------------------
+# exact dedup: a narrow hash shuffle (keys, lengths, positions), then a filter of the rows
+
+
+def _exact_texts(frame: pl.DataFrame, step: Step) -> tuple[list[str], list[str], list[int]]:
+    """Per row: the normalised prompt (`step.columns`), the exact-dedup key text and the
+    normalised output length, each text normalised once.
+
+    The key text is `records.text.exact_keys(frame, step.key_columns())`, built from the two
+    normalised parts: normalising "PROMPT\\nOUTPUT" folds the line break with the whitespace
+    around it into one space and strips the ends, and nothing composes across a line break
+    (NFKC), so it is the two normalised parts joined by one space (an empty part drops out).
+    tests/test_engine.py checks the identity against `exact_keys` on the samples and edge cases."""
+    from ...records.text import row_texts
+
+    prompts = row_texts(frame, step.columns, separator="\n")
+    outputs = row_texts(frame, ("output",))
+    if tuple(step.key_columns()) == tuple(step.columns):
+        keys = prompts
+    else:
+        keys = [f"{p} {o}" if p and o else (p or o) for p, o in zip(prompts, outputs)]
+    return prompts, keys, [len(o) for o in outputs]
+
+
+def _hash64(texts: Sequence[str]) -> np.ndarray:
+    """XXH3-64 of each text as int64 (stable across processes and machines)."""
+    import xxhash
+
+    digest = xxhash.xxh3_64_intdigest
+    return np.fromiter((digest(t.encode("utf-8", "surrogatepass")) for t in texts), dtype=np.uint64,
+                       count=len(texts)).view(np.int64)
+
+
+def _exact_narrow(batch, step: Step):
+    """Per-batch part: only what the keep rule needs, 8-byte hashes instead of the texts."""
+    from ..dedup import check_columns
+
+    frame = _as_frame(batch)
+    check_columns(frame, step.columns)
+    prompts, keys, olen = _exact_texts(frame, step)
+    return pl.DataFrame({
+        KEY: _hash64(prompts),  # the shuffle key: every row of one prompt in one partition
+        "_kc_full": _hash64(keys), "_kc_olen": pl.Series(olen, dtype=pl.Int64),
+        "_kc_empty": pl.Series([not p for p in prompts], dtype=pl.Boolean),
+        POS: frame[POS], "id": frame["id"].cast(pl.String),
+    }).to_arrow()
+
+
+def _exact_decide(batch, step: Step):
+    """Global part, per partition (whole prompt groups): ExactDedup's keep rule on the hashes.
+    Returns the removed rows' decisions (position, reason, kept twin) and the counters."""
+    frame = _as_frame(batch)
+    empty = frame.filter(pl.col("_kc_empty"))
+    work = frame.filter(~pl.col("_kc_empty"))
+    if step.keep == "longest-output":
+        ranked = work.sort(["_kc_full", "_kc_olen", POS], descending=[False, True, False])
+    else:
+        ranked = work.sort(["_kc_full", POS])
+    winners = ranked.group_by("_kc_full", maintain_order=True).first().select(
+        "_kc_full", pl.col("id").alias("_keep_id"), pl.col(POS).alias("_keep_pos"))
+    work = work.join(winners, on="_kc_full", how="left")
+    kept = work.filter(pl.col(POS) == pl.col("_keep_pos"))
+    dropped = work.filter(pl.col(POS) != pl.col("_keep_pos"))
+    stats = {"rule": step.rule, "key": "+".join(step.key_columns()), "groups": winners.height,
+             "exact_duplicates": dropped.height, "empty_text": empty.height}
+    if step.rule == "row":
+        stats["same_prompt_different_output"] = int(kept.height - kept[KEY].n_unique())
+    removed = {k: v for k, v in (("empty-text", empty.height), ("exact-duplicate", dropped.height)) if v}
+    counters = json.dumps({"rows_in": frame.height, "rows_out": kept.height, "removed": removed, "stats": stats})
+    decisions = pl.concat([
+        empty.select(POS, pl.lit("empty-text").alias("reason"), pl.lit(None, pl.String).alias("dup_of")),
+        dropped.select(POS, pl.lit("exact-duplicate").alias("reason"), pl.col("_keep_id").alias("dup_of")),
+        pl.DataFrame({POS: [-1], "reason": [None], "dup_of": [None]},  # carries the counters
+                     schema={POS: pl.Int64, "reason": pl.String, "dup_of": pl.String}),
+    ])
+    stats_col = [None] * (decisions.height - 1) + [counters]
+    return decisions.with_columns(pl.Series(STATS, stats_col, dtype=pl.String)).to_arrow()
+
+
+def _exact_apply(batch, step: Step, decisions):
+    """Per-batch part again: each row kept or removed as decided (the decisions are broadcast)."""
+    table = resolve(decisions)
+    frame = _as_frame(batch)
+    frame = frame.drop([c for c in (KIND, STATS, KEY) if c in frame.columns])
+    marks = frame.select(POS).join(pl.from_arrow(table), on=POS, how="left")
+    reason = marks["reason"]
+    kept = frame.filter(reason.is_null())
+    gone = frame.filter(reason.is_not_null())
+    if gone.height:
+        sub = marks.filter(reason.is_not_null())
+        dup = sub["reason"] == "exact-duplicate"
+        detail = pl.Series([f"same normalised {'+'.join(step.key_columns())}; rule={step.rule}; keep={step.keep}"
+                            if d else f"{'+'.join(step.columns)} is empty after NFKC and whitespace folding"
+                            for d in dup.to_list()], dtype=pl.String)
+        gone = removal_frame(gone, step.name, sub["reason"], dup_of=sub["dup_of"],
+                             similarity=pl.Series([1.0 if d else None for d in dup.to_list()], dtype=pl.Float64),
+                             detail=detail)
+    kept = _removal_columns(kept).with_columns(pl.lit(0, pl.Int8).alias(KIND))
+    gone = _removal_columns(gone).with_columns(pl.lit(1, pl.Int8).alias(KIND))
+    both = pl.concat([kept, gone], how="diagonal_relaxed") if gone.height else kept
+    return both.with_columns(pl.lit(None, pl.String).alias(STATS)).to_arrow()
+
+
+#: narrow rows (hashes, lengths, positions, id) per exact-dedup partition
+NARROW_PARTITION_ROWS = 1_000_000
+
+
+def _split_narrow(table, parts: int):
+    """Map side of the shuffle: one narrow block cut into `parts` by its prompt hash."""
+    frame = _as_frame(table)
+    which = frame[KEY].cast(pl.UInt64, wrap_numerical=True) % parts
+    cuts = [frame.filter(which == i).to_arrow() for i in range(parts)]
+    return cuts if parts > 1 else cuts[0]
+
+
+def _decide_narrow(step: Step, *pieces):
+    """Reduce side: one partition's pieces from every block, decided (whole prompt groups)."""
+    import pyarrow as pa
+
+    tables = [t for t in pieces if t.num_rows] or list(pieces[:1])
+    return _exact_decide(pa.concat_tables(tables), step)
+
+
+_TASKS: dict = {}
+
+
+def _split_task():
+    if "split" not in _TASKS:
+        import ray
+
+        _TASKS["split"] = ray.remote(_split_narrow)
+    return _TASKS["split"]
+
+
+def _decide_task():
+    if "decide" not in _TASKS:
+        import ray
+
+        _TASKS["decide"] = ray.remote(_decide_narrow)
+    return _TASKS["decide"]
+
+
+def run_exact(executor, step: Step, ds, ctx: RunContext, rows: int | None) -> RayStepOutput:
+    """Exact dedup on Ray: hashes and lengths per batch (the texts normalised once), a hash
+    shuffle of those narrow rows (about 40 bytes each) on the prompt hash, the keep rule per
+    partition, the removed rows' decisions gathered and broadcast, then one filter pass over
+    the rows. The wide rows are never shuffled.
+
+    The shuffle is plain Ray tasks (each narrow block split into `parts` objects, one task per
+    partition concatenates its pieces): Ray Data's hash shuffle starts aggregator actors per
+    job, which cost 10+ s here for 5 MB of narrow rows (benchmarks/results/engine.md)."""
+    import pyarrow as pa
+    import ray
+
+    start = time.perf_counter()
+    rows = rows if rows is not None else ds.count()
+    # narrow rows are ~40 bytes: a partition of a million is ~40 MB; at least one per CPU
+    parts = max(2, int(executor._cpus()), -(-rows // NARROW_PARTITION_ROWS))
+    narrow = ds.map_batches(_exact_narrow, batch_format="pyarrow", fn_kwargs={"step": step})
+    try:
+        blocks = narrow.to_arrow_refs()  # the narrow rows stay in the object store
+        split = _split_task().options(num_returns=parts)
+        pieces = [split.remote(block, parts) for block in blocks]
+        pieces = [p if isinstance(p, list) else [p] for p in pieces]
+        decide = _decide_task()
+        tables = ray.get([decide.remote(step, *[p[i] for p in pieces]) for i in range(parts)])
+    except Exception as exc:
+        raise unwrap(exc) from None
+    table = pl.from_arrow(pa.concat_tables([t for t in tables if t.num_rows]))
+    counters = [json.loads(c) for c in table[STATS].drop_nulls().to_list()]
+    decisions = table.filter(pl.col(POS) >= 0).select(POS, "reason", "dup_of").sort(POS)
+    record = merge_counters(step, counters, 0.0)
+    ref = ray.put(decisions.to_arrow())
+    out = ds.map_batches(_exact_apply, batch_format="pyarrow", fn_kwargs={"step": step, "decisions": ref})
+    kept = out.map_batches(_only, batch_format="pyarrow", fn_kwargs={"kind": 0})
+    removed = out.map_batches(_only, batch_format="pyarrow", fn_kwargs={"kind": 1})
+    record.seconds = round(time.perf_counter() - start, 3)
+    record.stats["engine"] = (f"ray (narrow hash shuffle of key hashes into {parts} partitions by Ray tasks, "
+                              f"{decisions.height:,} decisions broadcast, one filter pass)")
+    output = RayStepOutput(kept, removed, record, record.stats)
+    output._hold = ref  # the broadcast lives as long as the output's lazy datasets
+    return output
 
 
 __all__ = ["KIND", "POS", "RayExecutor", "RayStepOutput", "ensure_ray", "from_frame", "read_shards", "to_frame"]

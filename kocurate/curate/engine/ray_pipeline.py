@@ -9,7 +9,13 @@
   command starts afresh. The stage folder goes once the output is in place. It cannot live in
   the guard's temporary folder: the guard removes a dead run's temporaries.
 * data/ and removed/ are written in input order as ``train-0000N-of-0000M.parquet`` shards,
-  streamed one shard at a time through the driver.
+  streamed one shard at a time through the driver. removed/ starts with the rows the input
+  folders had already removed (carried forward, as the local pipeline does), then each step's.
+* checks/ is what the local pipeline writes (records.checks): a step that reports a check
+  (decontamination) has the fingerprints of the rows it let through computed on the workers
+  and kept in its stage folder (``check.json`` + ``check-rows.parquet``, so a resumed run keeps
+  the check's id); the input folders' checks come along; the final fingerprints are taken from
+  data/'s shards as they stream through the driver, and checks/rows.parquet holds those covered.
 """
 
 from __future__ import annotations
@@ -21,11 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
 import polars as pl
 
 from ...errors import InputError
 from ...records import Manifest, StepRecord
-from ...records.folder import SHARD_ROWS, minimal_card, output_guard, write_json_atomic
+from ...records.checks import ROW_HASH, Check, read_checks, row_hashes, write_checks
+from ...records.folder import SHARD_ROWS, minimal_card, output_guard, removed_files, write_json_atomic
 from ...records.load import file_sha256, files_fingerprint
 from ...records.manifest import read_manifest
 from ...records.schema import canonical_order
@@ -88,6 +96,9 @@ def run_ray_pipeline(executor, paths: Sequence, steps: Sequence[Step], out: str 
         records: list[StepRecord] = []
         resumed: list[str] = []
         done_dirs: list[Path] = []
+        # the input folders' checks travel with their rows (records.checks), as in the local pipeline
+        checks: list[Check] = [c for path, parent in zip(paths, parents) if parent for c in read_checks(path, parent)]
+        parent_steps = sum(len(parent.get("steps", [])) for parent in parents if parent)
         for number, step in enumerate(steps):
             stage = stages / f"{number:02d}-{step.name}"
             marker = stage / "record.json"
@@ -102,7 +113,13 @@ def run_ray_pipeline(executor, paths: Sequence, steps: Sequence[Step], out: str 
                 output.kept.write_parquet(str(stage / "kept"))
                 if sum(record.removed.values()):
                     output.removed.write_parquet(str(stage / "removed"))
+                if output.check is not None:
+                    _save_check(stage, {"step": step.name, "step_index": parent_steps + number, **output.check},
+                                record.rows_out)
                 write_json_atomic(marker, record.to_dict())
+            check = _load_check(stage)
+            if check is not None:
+                checks.append(check)
             records.append(record)
             done_dirs.append(stage)
             ds = _read_stage(stage / "kept", ds)
@@ -125,16 +142,19 @@ def run_ray_pipeline(executor, paths: Sequence, steps: Sequence[Step], out: str 
         for record in records:
             manifest.add_step(record)
         rows_out = records[-1].rows_out if records else rows_in
-        shards = _write_sorted(ds, tmp / "data", rows_out, shard_rows or SHARD_ROWS, POS, KIND)
+        shards, hashes = _write_sorted(ds, tmp / "data", rows_out, shard_rows or SHARD_ROWS, POS, KIND,
+                                       hash_rows=bool(checks))
         removed_frames = [d / "removed" for d in done_dirs if (d / "removed").is_dir()]
-        removed_rows = sum(sum(r.removed.values()) for r in records)
+        carried = [f for path, parent in zip(paths, parents) if parent for f in removed_files(path)]
+        removed_rows = sum(sum(r.removed.values()) for r in records) + _parquet_rows(carried)
         if removed_rows:
-            _write_removed(removed_frames, tmp / "removed", shard_rows or SHARD_ROWS, POS)
+            _write_removed(removed_frames, tmp / "removed", shard_rows or SHARD_ROWS, POS, carried=carried)
         columns = pl.read_parquet_schema(shards[0]).keys() if shards else []
         manifest.rows = rows_out
         manifest.removed_rows = removed_rows
         manifest.columns = list(columns)
         manifest.data_fingerprint = files_fingerprint(shards)
+        manifest.checks = write_checks(tmp, None, checks, hashes=hashes)
         manifest.write(tmp / "manifest.json")
         (tmp / "README.md").write_text(render(tmp, manifest.to_dict()), encoding="utf-8")
     shutil.rmtree(stages, ignore_errors=True)
@@ -155,27 +175,40 @@ def _read_stage(folder: Path, previous):
     return ray.data.read_parquet(str(folder))
 
 
-def _write_sorted(ds, folder: Path, rows: int, shard_rows: int, pos: str, kind: str) -> list[Path]:
-    """`ds` in input order as Hub shards (one shard in the driver's memory at a time)."""
+def _write_sorted(ds, folder: Path, rows: int, shard_rows: int, pos: str, kind: str,
+                  hash_rows: bool = False) -> tuple[list[Path], np.ndarray]:
+    """`ds` in input order as Hub shards (one shard in the driver's memory at a time); with
+    `hash_rows`, also the rows' fingerprints (records.checks.row_hashes), taken as they pass."""
     folder.mkdir(parents=True)
     count = max(1, -(-rows // shard_rows))
     paths = [folder / f"train-{i:05d}-of-{count:05d}.parquet" for i in range(count)]
     written = 0
+    hashes: list[np.ndarray] = []
     if rows:
         ordered = ds.sort(pos)
         for index, batch in enumerate(ordered.iter_batches(batch_size=shard_rows, batch_format="pyarrow")):
             frame = pl.from_arrow(batch)
             frame = canonical_order(frame.drop([c for c in frame.columns if c.startswith("_kc_")]))
             frame.write_parquet(paths[index], compression="zstd")
+            if hash_rows:
+                hashes.append(row_hashes(frame))
             written += 1
     if written < count:  # no rows: one empty shard with the schema, as the local writer does
         pl.DataFrame().write_parquet(paths[written])
-    return paths
+    return paths, (np.concatenate(hashes) if hashes else np.zeros(0, dtype=np.uint64))
 
 
-def _write_removed(stage_dirs: list[Path], folder: Path, shard_rows: int, pos: str) -> list[Path]:
-    """Removed rows of every stage, stage by stage, each in input order (lazily scanned)."""
-    scans = [pl.scan_parquet(str(d / "*.parquet")).sort(pos) for d in stage_dirs]
+def _parquet_rows(files: Sequence[Path]) -> int:
+    import pyarrow.parquet as pq
+
+    return sum(pq.read_metadata(f).num_rows for f in files)
+
+
+def _write_removed(stage_dirs: list[Path], folder: Path, shard_rows: int, pos: str,
+                   carried: Sequence[Path] = ()) -> list[Path]:
+    """The input folders' removed rows (`carried`, as they were), then every stage's removed
+    rows, stage by stage, each in input order (lazily scanned)."""
+    scans = [pl.scan_parquet(f) for f in carried] + [pl.scan_parquet(str(d / "*.parquet")).sort(pos) for d in stage_dirs]
     frame = pl.concat(scans, how="diagonal_relaxed")
     total = frame.select(pl.len()).collect().item()
     folder.mkdir(parents=True)
@@ -188,3 +221,59 @@ def _write_removed(stage_dirs: list[Path], folder: Path, shard_rows: int, pos: s
         part.write_parquet(path, compression="zstd")
         paths.append(path)
     return paths
+
+
+# --------------------------------------------------------------------------------------------
+# checks/: row fingerprints of the rows a check let through (records.checks)
+
+
+def _save_check(stage: Path, info: dict, rows_passed: int) -> None:
+    """A stage's check: its description (with a new id) and the fingerprints of its kept rows,
+    computed on the workers from the stage's kept/ parquet and gathered (8 bytes a row)."""
+    import secrets
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ...records.checks import _unique
+
+    hashes = _unique(_stage_hashes(stage / "kept"))
+    pq.write_table(pa.table({"row": pa.array(hashes, type=pa.uint64())}), stage / "check-rows.parquet")
+    info = {"id": f"c-{secrets.token_hex(6)}", **_jsonable(info), "rows_passed": rows_passed, "row_hash": ROW_HASH}
+    write_json_atomic(stage / "check.json", info)
+
+
+def _load_check(stage: Path) -> Check | None:
+    path = stage / "check.json"
+    if not path.is_file():
+        return None
+    info = json.loads(path.read_text(encoding="utf-8"))
+    rows = pl.read_parquet(stage / "check-rows.parquet")["row"].to_numpy().astype(np.uint64)
+    return Check(info, rows)
+
+
+def _hash_batch(batch):
+    import pyarrow as pa
+
+    frame = pl.from_arrow(batch)
+    return pa.table({"row": pa.array(row_hashes(frame), type=pa.uint64())})
+
+
+def _stage_hashes(folder: Path) -> np.ndarray:
+    """Fingerprints of the rows in a stage's kept/ parquet, hashed where the blocks are read."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import ray
+    import ray.data
+
+    from ...records.checks import ROW_FIELDS
+
+    files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+    if not files:
+        return np.zeros(0, dtype=np.uint64)
+    names = set(pq.read_schema(files[0]).names)
+    ds = ray.data.read_parquet([str(f) for f in files]).select_columns([c for c in ROW_FIELDS if c in names])
+    tables = [t for t in ray.get(ds.map_batches(_hash_batch, batch_format="pyarrow").to_arrow_refs()) if t.num_rows]
+    if not tables:
+        return np.zeros(0, dtype=np.uint64)
+    return pa.concat_tables(tables).column("row").to_numpy().astype(np.uint64)
