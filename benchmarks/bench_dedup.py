@@ -327,6 +327,12 @@ def cmd_e2e(args) -> dict:
     another subprocess) with the default embedder: rows/s of both and the share of the
     command's time spent embedding. CPU seconds (user + system of the child) are reported
     beside wall seconds because this machine is shared: wall time stretches with other jobs.
+
+    `--warm`: the embedder out of the figure. The texts are embedded first (into `--cache` when
+    given, so a cache warmed once serves later runs), then `kocurate dedup` runs against that
+    warm cache: its rows/s is everything except embedding (reading, exact dedup, the cache
+    lookup, search, the row rule's second stage, writing). The manifest's cached-vector count
+    is reported to show nothing was embedded.
     """
     import shutil
     import tempfile
@@ -350,50 +356,102 @@ def cmd_e2e(args) -> dict:
             raise SystemExit(f"{' '.join(cmd)} failed: {done.stderr[-2000:]}")
         return wall, cpu, done.stdout
 
-    cli_wall, cli_cpu, _ = timed([kocurate, "dedup", str(data), "-o", str(work / "out"), "--cache-dir",
-                                  str(work / "cache-cli"), "--embedder", args.embedder])
     embed_script = (
         "import json,sys; from kocurate.curate.embed import embed_texts, load_embedder; "
         "rows=[json.loads(l) for l in open(sys.argv[1], encoding='utf-8')]; "
         "texts=[r['instruction']+' '+r['input'] for r in rows]; st={}; "
         "m=load_embedder(sys.argv[3]); embed_texts(texts, m, cache_dir=sys.argv[2], stats=st); print(json.dumps({**st, 'name': m.name}))"
     )
-    emb_wall, emb_cpu, out = timed([sys.executable, "-c", embed_script, str(data), str(work / "cache-embed"), args.embedder])
+    if args.warm:
+        cache = Path(args.cache) if args.cache else work / "cache"
+        emb_wall, emb_cpu, out = timed([sys.executable, "-c", embed_script, str(data), str(cache), args.embedder])
+        cli_wall, cli_cpu, _ = timed([kocurate, "dedup", str(data), "-o", str(work / "out"), "--cache-dir", str(cache),
+                                      "--embedder", args.embedder])
+    else:
+        cli_wall, cli_cpu, _ = timed([kocurate, "dedup", str(data), "-o", str(work / "out"), "--cache-dir",
+                                      str(work / "cache-cli"), "--embedder", args.embedder])
+        emb_wall, emb_cpu, out = timed([sys.executable, "-c", embed_script, str(data), str(work / "cache-embed"), args.embedder])
     manifest = json.loads((work / "out" / "manifest.json").read_text(encoding="utf-8"))
-    steps = [{"step": s.get("step") or s.get("name"), "seconds": s.get("seconds"), "rows_out": s.get("rows_out")}
+    steps = [{"step": s.get("step") or s.get("name"), "seconds": s.get("seconds"), "rows_out": s.get("rows_out"),
+              **{k: (s.get("stats") or {}).get(k) for k in ("embed_cached", "checked_pairs", "candidate_pairs", "search")
+                 if (s.get("stats") or {}).get(k) is not None}}
              for s in manifest.get("steps", [])]
     shutil.rmtree(work, ignore_errors=True)
-    return {"bench": "e2e", "rows": args.rows, "embedder": json.loads(out.strip().splitlines()[-1]).get("name"),
-            "dedup_wall_s": round(cli_wall, 1), "dedup_cpu_s": round(cli_cpu, 1),
-            "dedup_rows_per_s": round(args.rows / cli_wall), "dedup_rows_per_cpu_s": round(args.rows / cli_cpu),
-            "embed_wall_s": round(emb_wall, 1), "embed_cpu_s": round(emb_cpu, 1),
-            "embed_share_wall": round(emb_wall / cli_wall, 3), "embed_share_cpu": round(emb_cpu / cli_cpu, 3),
-            "steps": steps, "load_before": os.getloadavg()}
+    result = {"bench": "e2e", "rows": args.rows, "warm": bool(args.warm),
+              "embedder": json.loads(out.strip().splitlines()[-1]).get("name"),
+              "dedup_wall_s": round(cli_wall, 1), "dedup_cpu_s": round(cli_cpu, 1),
+              "dedup_rows_per_s": round(args.rows / cli_wall), "dedup_rows_per_cpu_s": round(args.rows / cli_cpu),
+              "embed_wall_s": round(emb_wall, 1), "embed_cpu_s": round(emb_cpu, 1)}
+    if not args.warm:
+        result.update(embed_share_wall=round(emb_wall / cli_wall, 3), embed_share_cpu=round(emb_cpu / cli_cpu, 3))
+    return {**result, "steps": steps, "load_before": os.getloadavg()}
+
+
+def _embedder_at(spec: str):
+    """`SPEC@REV`: embedder SPEC as kocurate/curate/embed.py defined it at git revision REV
+    (the same run's baseline for a change to the embedder; its vectors are not cached)."""
+    import importlib.util
+    import re
+
+    name, rev = spec.split("@", 1)
+    source = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:kocurate/curate/embed.py"],
+                            capture_output=True, text=True, check=True).stdout
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(
+        "kocurate.curate._embed_at_" + re.sub(r"\W", "_", rev), loader=None))
+    module.__package__ = "kocurate.curate"
+    exec(compile(source, f"{rev}:kocurate/curate/embed.py", "exec"), module.__dict__)
+    return module.load_embedder(name)
 
 
 def cmd_embed(args) -> dict:
-    """The default embedder alone: fp32 (the wheel) against bf16 (torch), same texts, one run."""
-    from kocurate.curate.embed import embed_texts, load_embedder
+    """Embedders alone on the same texts, one run: e.g. fp32 (the wheel) against bf16 (torch).
+
+    `--embedders` takes specs of `load_embedder`, or `SPEC@REV` for SPEC as the code was at
+    git revision REV (`use-bf16@a4ae662` is the bf16 path before its per-token-id tables).
+    Each embedder is built afresh for each of `repeat` rounds (3; the rounds interleave the
+    embedders, so a change in the box's load hits all of them), so the bf16 path's per-id
+    tables start empty and their filling is timed; a warm-up on 64 other rows pages the
+    weights in. Per embedder: the best round (most rows per wall second) and every round with
+    the 1-minute load average before it. CPU seconds are those of this process (all threads).
+    """
+    from kocurate.curate import embed
+
+    def fresh(spec):
+        if "@" in spec:
+            return _embedder_at(spec)
+        embed._LOADED.pop(embed.DEFAULT_EMBEDDER if spec == "default" else spec, None)
+        return embed.load_embedder(spec)
 
     rows = korean_rows(args.rows, seed=args.seed)
     texts = [r["instruction"] + " " + r["input"] for r in rows]
-    out = {"bench": "embed", "rows": args.rows, "mean_chars": round(float(np.mean([len(t) for t in texts])), 1)}
+    warm = [r["instruction"] for r in korean_rows(64, seed=args.seed + 1)]
+    specs = args.embedders.split(",")
+    out = {"bench": "embed", "rows": args.rows, "mean_chars": round(float(np.mean([len(t) for t in texts])), 1),
+           "cpus": len(os.sched_getaffinity(0))}
+    rounds = {spec: [] for spec in specs}
     vectors = {}
-    for spec in args.embedders.split(","):
-        model = load_embedder(spec)
-        model.encode(texts[:64])  # warm: weights paged in
-        start, cpu = time.perf_counter(), time.process_time()
-        vectors[spec] = embed_texts(texts, model)
-        wall, cpu = time.perf_counter() - start, time.process_time() - cpu
-        out[spec] = {"name": model.name, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
-                     "rows_per_s": round(args.rows / wall), "rows_per_cpu_s": round(args.rows / cpu)}
-        print(json.dumps(out[spec]), file=sys.stderr, flush=True)
-    specs = list(vectors)
-    if len(specs) == 2:
-        a, b = vectors[specs[0]], vectors[specs[1]]
-        cos = (a * b).sum(axis=1)
-        out["cosine_between"] = {"min": round(float(cos.min()), 5), "mean": round(float(cos.mean()), 6)}
-    out["load_before"] = os.getloadavg()
+    for _ in range(max(1, getattr(args, "repeat", 3))):
+        for spec in specs:
+            model = fresh(spec)
+            model.encode(warm)
+            load = os.getloadavg()[0]
+            start, cpu = time.perf_counter(), time.process_time()
+            vectors[spec] = embed.embed_texts(texts, model)
+            wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+            rounds[spec].append({"name": model.name, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
+                                 "rows_per_s": round(args.rows / wall), "rows_per_cpu_s": round(args.rows / cpu),
+                                 "load_1min": round(load, 1)})
+            print(json.dumps({spec: rounds[spec][-1]}), file=sys.stderr, flush=True)
+            del model
+    for spec in specs:
+        best = max(rounds[spec], key=lambda r: r["rows_per_s"])
+        out[spec] = {**best, "rounds": [[r["rows_per_s"], r["rows_per_cpu_s"], r["load_1min"]] for r in rounds[spec]]}
+    if len(specs) >= 2:
+        first = vectors[specs[0]]
+        out["cosine_to_" + specs[0]] = {
+            spec: {"min": round(float((first * vectors[spec]).sum(axis=1).min()), 6),
+                   "mean": round(float((first * vectors[spec]).sum(axis=1).mean()), 7)} for spec in specs[1:]}
+    out["load_after"] = os.getloadavg()
     return out
 
 
@@ -416,6 +474,9 @@ def main() -> None:
     parser.add_argument("--embedders", default="default,lexical")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--inline", action="store_true", help="run in this process (default: a subprocess per bench)")
+    parser.add_argument("--repeat", type=int, default=3, help="embed: timed rounds per embedder, best reported")
+    parser.add_argument("--warm", action="store_true",
+                        help="e2e: embed first (into --cache when given), then time `kocurate dedup` on the warm cache")
     args = parser.parse_args()
     if args.bench == "all":
         for bench, rows in (("quality", 0), ("peer", 100_000), ("recall", 100_000), ("memory", 1_000_000), ("memory", 2_000_000)):

@@ -474,3 +474,111 @@ def test_row_rule_rethreshold_removes_less_at_a_higher_candidate_cosine():
     assert list(counts.values()) == sorted(counts.values(), reverse=True) and counts[0.3] >= 3
     # exact-text twins need no cosine: the same long answer (k2, k3), the same squashed prompt (k8)
     assert {r[0] for r in result.rethreshold(0.99).removals()} == {"k2", "k3", "k8"}
+
+
+# --------------------------------------------------------------------------------------------
+# the row rule's second stage as a batch function (check_pairs), and the streamed pass built on it
+
+def _bench_pairs():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "neardup" / "pairs.jsonl"
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def test_check_pairs_decides_every_pair_as_compare_does():
+    """On the 1,280 labelled benchmark pairs plus edge cases (empty and one-word answers, numbers,
+    characters polars and Python might treat differently), the batch check and the one-pair
+    `compare` agree on every decision, and on every signal of the passing pairs."""
+    from kocurate.curate.dedup import check_pairs
+
+    pairs = _bench_pairs()
+    a, b = [p["a"] for p in pairs], [p["b"] for p in pairs]
+    edge = [
+        ({"instruction": "", "input": "", "output": ""}, {"instruction": "", "input": "", "output": ""}),
+        ({"instruction": "가", "input": "", "output": "네"}, {"instruction": "가", "input": "", "output": "네"}),
+        ({"instruction": "Straße 이름은?", "input": "", "output": "STRASSE 입니다 정말로 그렇습니다"},
+         {"instruction": "strasse 이름은?", "input": "", "output": "straße 입니다 정말로 그렇습니다"}),
+        ({"instruction": "한\u200b국의 수도는?", "input": "", "output": "서울입니다. 인구는 1,000만 명입니다."},
+         {"instruction": "한국의 수도는?", "input": "", "output": "서울입니다. 인구는 1000만 명입니다."}),
+        ({"instruction": "ｆｕｌｌ ｗｉｄｔｈ 질문", "input": "■ 입력", "output": "답은 ✔ 이것입니다 확실합니다"},
+         {"instruction": "full width 질문", "input": "입력", "output": "답은 이것입니다 확실합니다"}),
+    ]
+    a += [x for x, _ in edge]
+    b += [y for _, y in edge]
+    cosines = np.linspace(0.5, 1.0, len(a)).astype(np.float32)
+    for check in (RowCheck(), RowCheck(ngram=2, output_jaccard=0.1)):
+        got = check_pairs(a, b, cosines, check)
+        expected = [compare(RowView.of(x, check), RowView.of(y, check), float(c), check) for x, y, c in zip(a, b, cosines)]
+        assert [e["duplicate"] for e in expected] == got.passing.tolist()
+        assert 300 < int(got.passing.sum()) < len(a)  # both outcomes occur
+        for k in np.flatnonzero(got.passing).tolist():
+            assert got.signals(k) == expected[k]
+
+
+def test_squash_texts_matches_python_on_every_character_it_leaves_to_polars():
+    from kocurate.curate.dedup import _SAFE_RANGES, squash, squash_texts
+
+    chars = [chr(c) for lo, hi in _SAFE_RANGES for c in range(lo, hi + 1)]
+    texts = [f"가{c}A{c}나 {c}1" for c in chars] + [f"ᄀ{c}ᅡ{c}" for c in chars]
+    texts += ["straße", "a\u200bb", "ㄱㅏ", "e\u0301", "Ω\u0345"]  # left to Python
+    assert squash_texts(texts, 1500) == [squash(t)[:1500] for t in texts]
+    assert squash_texts(["가나다라마"], 3) == ["가나다"]
+
+
+def _reference_row_rule(f: pl.DataFrame, vectors: np.ndarray, threshold: float, check: RowCheck):
+    """The row rule one row at a time, written plainly: candidates (cosine >= threshold, the first
+    group_limit rows with the same squashed prompt / long output), numbers pre-filter, best cosine
+    first, at most max_checks, `compare` each; greedy keep-first."""
+    from kocurate.curate.dedup import _Rows, squash
+
+    rows = _Rows(f, ("instruction", "input"), check)
+    n = f.height
+    kept, dup_of = [True] * n, [-1] * n
+    prompts, outputs = {}, {}
+    sims = vectors @ vectors.T
+    for i in range(n):
+        cand = {j: float(sims[i, j]) for j in range(i) if sims[i, j] >= np.float32(threshold) - 1e-6}
+        sq_out = squash(rows.outputs[i])[: check.max_chars]
+        keys = [(prompts, squash(rows.prompts[i]))] + ([(outputs, sq_out)] if len(sq_out) >= check.min_output_chars else [])
+        for groups, key in keys:
+            for j in groups.get(key, []):
+                cand.setdefault(j, float(sims[i, j]))
+        order = sorted((j for j in cand if rows.number_key[j] == rows.number_key[i]), key=lambda j: -cand[j])
+        for j in order[: check.max_checks]:
+            if kept[j] and compare(rows.view(j), rows.view(i), cand[j], check)["duplicate"]:
+                kept[i], dup_of[i] = False, j
+                break
+        for groups, key in keys:
+            members = groups.setdefault(key, [])
+            if len(members) < check.group_limit:
+                members.append(i)
+    return kept, dup_of
+
+
+def test_streamed_row_rule_decides_as_the_plain_one_row_at_a_time_rule():
+    from kocurate.curate.dedup import _Rows
+    from kocurate.curate.embed import embed_texts
+
+    f = pl.read_ndjson(Path(__file__).resolve().parents[1] / "samples" / "ko_instructions.jsonl").head(1200)
+    vectors = embed_texts([f"{a} {b}" for a, b in zip(f["instruction"], f["input"])], "lexical")
+    check = RowCheck()
+    kept, dup_of = _reference_row_rule(f, vectors, 0.5, check)
+    result = stream_dedup(f["id"].to_list(), vectors, 0.5, rule="row", rows=_Rows(f, ("instruction", "input"), check),
+                          check=check, method="exact", block=97)
+    assert sum(not k for k in kept) > 20  # the sample's planted near-duplicates
+    assert result.kept.tolist() == kept
+    assert result.dup_of.tolist() == dup_of
+
+
+def test_check_pairs_in_small_chunks_decides_the_same(monkeypatch):
+    """Memory bounds (pairs per pass, n-grams expanded at once) do not change a decision."""
+    import kocurate.curate.dedup as dedup
+
+    pairs = _bench_pairs()[:400]
+    a, b = [p["a"] for p in pairs], [p["b"] for p in pairs]
+    whole = dedup.check_pairs(a, b)
+    monkeypatch.setattr(dedup, "CHECK_CHUNK", 37)
+    monkeypatch.setattr(dedup, "OVERLAP_CHUNK", 50)  # smaller than one pair's n-grams: one pair per pass
+    parts = dedup.check_pairs(a, b)
+    assert whole.passing.any() and parts.passing.tolist() == whole.passing.tolist()
+    assert np.array_equal(parts.output_overlap, whole.output_overlap, equal_nan=True)
+    assert np.array_equal(parts.prompt_overlap, whole.prompt_overlap, equal_nan=True)

@@ -33,7 +33,18 @@ count, and more than one signal decides:
 of its instruction+input to a kept row is > the threshold; exact dedup keys on
 instruction+input and keeps the longest output.
 
-Greedy keep-first in input order in both: a row stays unless an earlier KEPT row is its
+The row rule runs in three parts, each usable alone (the Ray executor runs the first two in its
+workers and the third on the driver):
+
+(a) candidates: `select_candidates` orders each row's cosine neighbours and exact-text twins
+    (`first_members` / `group_pairs`) as the checks are made: one per pair, numbers
+    pre-filtered, best cosine first, at most `RowCheck.max_checks` per row;
+(b) `check_pairs` / `check_pair_index`: the second stage on a whole batch of pairs at once
+    (jamo n-gram sets as sorted integer arrays, `gram_sets`; the Python-only tests run on the
+    few pairs left); it depends only on the two rows, and decides exactly as `compare`;
+(c) `resolve_row_pairs`: greedy keep-first over the passing pairs in input order.
+
+Greedy keep-first in input order in both rules: a row stays unless an earlier KEPT row is its
 duplicate; `dup_of` is the most similar such row. The pass streams: query blocks are searched
 in input order and each row needs only its neighbours among earlier rows, so memory holds one
 block's pairs plus, per row, at most a few qualifying earlier neighbours (`SemanticResult`
@@ -48,7 +59,6 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections import OrderedDict
 from dataclasses import dataclass, field, fields
 from typing import ClassVar, Sequence
 
@@ -360,41 +370,401 @@ def describe_signals(sig: dict) -> str:
     return "; ".join(parts)
 
 
-class _Rows:
-    """The texts of a frame for the second stage: keys for all rows, views on demand (LRU)."""
+# --------------------------------------------------------------------------------------------
+# the second stage as batch functions: per-row features once, every pair of a batch at once
+
+_SQUASH_CACHE_LIMIT = 1 << 18
+#: pairs per `check_pair_index` pass, and n-grams expanded at once per intersection pass (memory)
+CHECK_CHUNK = 1 << 16
+OVERLAP_CHUNK = 1 << 24
+
+
+def _expand(offsets: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For CSR `offsets` and `rows` (k = 0..len(rows)-1): (k repeated per element of row k,
+    the element positions), i.e. the concatenated slices offsets[r]:offsets[r+1]."""
+    lens = offsets[rows + 1] - offsets[rows]
+    k = np.repeat(np.arange(len(rows), dtype=np.int64), lens)
+    first = np.cumsum(lens) - lens
+    return k, offsets[rows][k] + (np.arange(int(lens.sum()), dtype=np.int64) - first[k])
+
+
+def gram_sets(strings: Sequence[str], n: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """`jamo_grams` of many squashed strings at once, as integer sets in CSR layout.
+
+    Returns (offsets, grams, bound): the grams of string r are grams[offsets[r]:offsets[r+1]],
+    sorted and distinct, each < bound; equal grams get equal integers within ONE call (a
+    string of at most n jamo is one gram, itself, as in `jamo_grams`)."""
+    nfd = [unicodedata.normalize("NFD", s) for s in strings]
+    rows = len(nfd)
+    lens = np.fromiter(map(len, nfd), dtype=np.int64, count=rows)
+    offsets = np.zeros(rows + 1, dtype=np.int64)
+    total = int(lens.sum())
+    if not total:
+        return offsets, np.zeros(0, dtype=np.int64), 1
+    cp = np.frombuffer("".join(nfd).encode("utf-32-le"), dtype=np.uint32)
+    present = np.zeros(int(cp.max()) + 1, dtype=bool)
+    present[cp] = True
+    lut = np.cumsum(present, dtype=np.int64)  # characters -> 1..D (0 pads)
+    base = int(lut[-1]) + 1
+    # each string followed by n-1 pads: a window never reaches into the next string
+    row_of = np.repeat(np.arange(rows, dtype=np.int64), lens)
+    padded = np.zeros(total + rows * (n - 1), dtype=np.int64)
+    padded[np.arange(total, dtype=np.int64) + row_of * (n - 1)] = lut[cp]
+    starts = np.concatenate(([0], np.cumsum(lens + n - 1)[:-1]))
+    nwin = np.where(lens > n, lens - n + 1, (lens > 0).astype(np.int64))
+    wrow, local = _expand(np.concatenate(([0], np.cumsum(nwin))), np.arange(rows, dtype=np.int64))
+    wpos = starts[wrow] + (local - np.concatenate(([0], np.cumsum(nwin)))[wrow])
+    if base ** n < (1 << 62):
+        code = padded[wpos]
+        for t in range(1, n):
+            code = code * base + padded[wpos + t]
+        bound = base ** n
+    else:  # many distinct characters or long grams: number the windows by their bytes
+        windows = np.ascontiguousarray(np.stack([padded[wpos + t] for t in range(n)], axis=1))
+        _, code = np.unique(windows.view(np.dtype((np.void, 8 * n))).ravel(), return_inverse=True)
+        code = code.reshape(-1).astype(np.int64)
+        bound = int(code.max()) + 1
+    if rows * bound >= (1 << 62):
+        uniq, code = np.unique(code, return_inverse=True)
+        code = code.reshape(-1).astype(np.int64)
+        bound = len(uniq)
+    keys = np.sort(wrow * bound + code)
+    keys = keys[np.concatenate(([True], keys[1:] != keys[:-1]))]
+    owner = keys // bound
+    np.cumsum(np.bincount(owner, minlength=rows), out=offsets[1:])
+    return offsets, keys - owner * bound, bound
+
+
+def _overlap_counts(sets: tuple[np.ndarray, np.ndarray, int], a: np.ndarray, b: np.ndarray):
+    """(|A∩B|, |A|, |B|) for the sets of rows a[k] and b[k] (indices into `gram_sets`' rows)."""
+    offsets, grams, bound = sets
+    la, lb = offsets[a + 1] - offsets[a], offsets[b + 1] - offsets[b]
+    pairs = len(a)
+    if not pairs:
+        return la.copy(), la, lb
+    total = np.cumsum(la + lb)
+    # memory: about OVERLAP_CHUNK grams expanded at a time (a pair is never split)
+    edges = np.unique(np.concatenate(([0], np.searchsorted(total, np.arange(OVERLAP_CHUNK, total[-1], OVERLAP_CHUNK)),
+                                      [pairs])))
+    if pairs * bound >= (1 << 62):
+        uniq, grams = np.unique(grams, return_inverse=True)
+        grams, bound = grams.reshape(-1).astype(np.int64), max(len(uniq), 1)
+    inter = np.concatenate([_overlap_part(offsets, grams, bound, a[s:e], b[s:e]) for s, e in zip(edges[:-1], edges[1:])])
+    return inter, la, lb
+
+
+def _overlap_part(offsets: np.ndarray, grams: np.ndarray, bound: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    pairs = len(a)
+    ka, pa = _expand(offsets, a)
+    kb, pb = _expand(offsets, b)
+    key_a = ka * bound + grams[pa]  # sorted: pairs in order, grams sorted within a set
+    key_b = kb * bound + grams[pb]
+    if not key_b.size:
+        return np.zeros(pairs, dtype=np.int64)
+    at = np.minimum(np.searchsorted(key_b, key_a), key_b.size - 1)
+    hit = key_b[at] == key_a
+    return np.bincount(ka[hit], minlength=pairs)
+
+
+def _jaccard_of(inter, la, lb) -> np.ndarray:
+    union = la + lb - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+
+
+def _containment_of(inter, la, lb) -> np.ndarray:
+    small = np.minimum(la, lb)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(small > 0, inter / np.maximum(small, 1), np.where((la == 0) & (lb == 0), 1.0, 0.0))
+
+
+def _at_least(values: np.ndarray, threshold: float) -> np.ndarray:
+    """round(value, 4) >= threshold, as `compare` decides (it compares the rounded signal)."""
+    ok = values >= threshold
+    for k in np.flatnonzero(np.abs(values - threshold) < 1e-4).tolist():
+        ok[k] = round(float(values[k]), 4) >= threshold
+    return ok
+
+
+#: Characters whose NFKC, case folding and word test polars does exactly as Python does (every
+#: one checked alone and beside Hangul, Latin and digits: tests/test_dedup.py does it again), in
+#: the blocks Korean text uses: Latin-1, Hangul, punctuation, symbols, CJK, full-width forms.
+#: Texts made only of them are squashed in polars, the others in Python (`squash_texts`).
+_SAFE_RANGES = (
+    (0x0, 0xA7), (0xA9, 0xAC), (0xAE, 0xAE), (0xB0, 0xB3), (0xB5, 0xB7), (0xB9, 0xDE), (0xE0, 0xFF), (0x1100, 0x11FF),
+    (0x2000, 0x200A), (0x200E, 0x2016), (0x2018, 0x203D), (0x2041, 0x2053), (0x2055, 0x205F), (0x2061, 0x2064),
+    (0x2066, 0x206F), (0x2190, 0x2426), (0x2440, 0x244A), (0x2460, 0x24EA), (0x2500, 0x2775), (0x2794, 0x27BF),
+    (0x3000, 0x3029), (0x3030, 0x303F), (0x3131, 0x318E), (0x3200, 0x321E), (0x3220, 0x3247), (0x3250, 0x32FF),
+    (0x4E00, 0x9FFF), (0xAC00, 0xD7A3), (0xFF01, 0xFF9D), (0xFFA0, 0xFFBE), (0xFFC2, 0xFFC7), (0xFFCA, 0xFFCF),
+    (0xFFD2, 0xFFD7), (0xFFDA, 0xFFDC), (0xFFE0, 0xFFE2), (0xFFE4, 0xFFE6), (0xFFE8, 0xFFEE),
+)
+_UNSAFE = "[^" + "".join(f"\\x{{{a:X}}}-\\x{{{b:X}}}" for a, b in _SAFE_RANGES) + "]"
+
+
+def squash_texts(texts, max_chars: int | None = None) -> list[str]:
+    """`squash(t)[:max_chars]` of many texts at once (polars; Python for rows with rarer characters)."""
+    texts = texts if isinstance(texts, pl.Series) else pl.Series(list(texts), dtype=pl.String)
+    t = pl.col("t").fill_null("")
+    sq = t.str.normalize("NFKC").str.to_lowercase().str.replace_all(r"[\W_]+", "")
+    if max_chars is not None:
+        sq = sq.str.slice(0, max_chars)
+    done = texts.rename("t").to_frame().select(sq.alias("sq"), t.str.contains(_UNSAFE).alias("rare"))
+    out = done["sq"].to_list()
+    for k in np.flatnonzero(done["rare"].to_numpy()).tolist():
+        out[k] = squash(texts[k])[:max_chars]
+    return out
+
+
+class RowFeatures:
+    """What the second stage reads of many rows, computed for the rows a batch of pairs needs.
+
+    Built from the rows' prompts (the embedded columns joined by a space), inputs and outputs
+    (raw text); `RowView` is the one-row form of the same features (explain, tests)."""
+
+    def __init__(self, prompts, inputs, outputs, check: RowCheck):
+        as_series = lambda v: (v if isinstance(v, pl.Series) else pl.Series(list(v), dtype=pl.String)).fill_null("")  # noqa: E731
+        self.check = check
+        self.columns = {1: as_series(prompts), 2: as_series(inputs), 3: as_series(outputs)}
+        self._numbers: dict[int, tuple] = {}
+        self._anchors: dict[int, tuple] = {}
+
+    @property
+    def prompts(self) -> pl.Series:
+        return self.columns[1]
+
+    @property
+    def inputs(self) -> pl.Series:
+        return self.columns[2]
+
+    @property
+    def outputs(self) -> pl.Series:
+        return self.columns[3]
+
+    @classmethod
+    def of_rows(cls, rows, check: RowCheck, prompt_columns=("instruction", "input"), output_column="output") -> "RowFeatures":
+        """From dicts (or a polars frame) with the text columns, as `RowView.of` reads one row."""
+        if isinstance(rows, pl.DataFrame):
+            rows = rows.to_dicts()
+        prompts = [" ".join((r.get(c) or "") for c in prompt_columns) for r in rows]
+        inputs = [(r.get("input") or "") if "input" in prompt_columns else "" for r in rows]
+        return cls(prompts, inputs, [r.get(output_column) or "" for r in rows], check)
+
+    def __len__(self) -> int:
+        return len(self.columns[1])
+
+    def field(self, rows: np.ndarray, which: int) -> list[str]:
+        """The squashed prompt (1), input (2) or output (3) of `rows`, cut at max_chars: `RowView`'s."""
+        return squash_texts(self.columns[which].gather(rows), self.check.max_chars)
+
+    def numbers(self, i: int) -> tuple[tuple, tuple]:
+        """(prompt numbers, output numbers) of row i, as `RowView` reads them."""
+        got = self._numbers.get(i)
+        if got is None:
+            got = (numbers(self.columns[1][i]), numbers(self.columns[3][i]))
+            self._numbers[i] = got
+            if len(self._numbers) >= _SQUASH_CACHE_LIMIT:
+                self._numbers.clear()
+        return got
+
+    def anchors(self, i: int, sq_output: str) -> tuple[str, ...]:
+        """The words of row i's prompt that its answer repeats (what it is about), as `RowView.anchors`."""
+        got = self._anchors.get(i)
+        if got is None:
+            got = tuple(sorted(w for w in stems(self.columns[1][i]) if w in sq_output))
+            self._anchors[i] = got
+            if len(self._anchors) >= _SQUASH_CACHE_LIMIT:
+                self._anchors.clear()
+        return got
+
+
+#: `PairChecks.path` codes
+_PATHS = (None, "surface edit (short answer)", "surface edit", "reworded request, same answer")
+
+
+@dataclass
+class PairChecks:
+    """The `row` rule on a batch of pairs: `passing[k]` is `compare(...)['duplicate']` of pair k.
+
+    Signals are filled as far as each pair got (nan / -1 where a pair failed earlier); for a
+    passing pair `signals(k)` is the dict `compare` returns for it."""
+
+    passing: np.ndarray
+    cosine: np.ndarray
+    output_overlap: np.ndarray
+    output_jaccard: np.ndarray
+    input_overlap: np.ndarray  # nan when neither row has an input
+    prompt_overlap: np.ndarray
+    path: np.ndarray  # index into _PATHS (0: none)
+
+    def __len__(self) -> int:
+        return len(self.passing)
+
+    def signals(self, k: int) -> dict:
+        path = _PATHS[int(self.path[k])]
+        cos = self.cosine[k]
+        sig: dict = {"cosine": None if cos != cos else round(float(cos), 4), "numbers_same": True,
+                     "output_overlap": round(float(self.output_overlap[k]), 4),
+                     "output_jaccard": round(float(self.output_jaccard[k]), 4)}
+        if self.input_overlap[k] == self.input_overlap[k]:
+            sig["input_overlap"] = round(float(self.input_overlap[k]), 4)
+        sig.update(entity_conflict=None, prompt_overlap=round(float(self.prompt_overlap[k]), 4), path=path)
+        return {**sig, "duplicate": bool(self.passing[k]), "why": path}
+
+
+def check_pair_index(features: RowFeatures, a: np.ndarray, b: np.ndarray, cosines=None,
+                     check: RowCheck | None = None) -> PairChecks:
+    """`compare(row a[k], row b[k])` for every k at once (indices into `features`).
+
+    The cheap vectorised tests run first on every pair (output n-gram containment and Jaccard,
+    then inputs, then prompts), the per-row Python ones (numbers, entities, shared subject) only
+    on the few pairs left; the decision is `compare`'s (it does not depend on the order)."""
+    check = check or features.check
+    a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
+    pairs = len(a)
+    if pairs > CHECK_CHUNK:  # memory: the n-gram arrays of one chunk of pairs at a time
+        cut = range(0, pairs, CHECK_CHUNK)
+        parts = [check_pair_index(features, a[s:s + CHECK_CHUNK], b[s:s + CHECK_CHUNK],
+                                  None if cosines is None else np.asarray(cosines)[s:s + CHECK_CHUNK], check) for s in cut]
+        return PairChecks(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(PairChecks)))
+    nan = np.full(pairs, np.nan)
+    cos = nan.copy() if cosines is None else np.asarray(cosines, dtype=np.float64).copy()
+    out = PairChecks(np.zeros(pairs, dtype=bool), cos, nan.copy(), nan.copy(), nan.copy(), nan.copy(),
+                     np.zeros(pairs, dtype=np.int8))
+    if not pairs:
+        return out
+    n = check.ngram
+
+    def squashed(k: np.ndarray, which: int):
+        rows = np.unique(np.concatenate([a[k], b[k]]))
+        return rows, features.field(rows, which)
+
+    def overlaps(rows, strings, k):
+        return _overlap_counts(gram_sets(strings, n), np.searchsorted(rows, a[k]), np.searchsorted(rows, b[k]))
+
+    # outputs: containment and Jaccard (a Jaccard is at most the ratio of the set sizes: pairs
+    # whose sizes already rule it out skip the intersection)
+    live = np.arange(pairs)
+    rows, strings = squashed(live, 3)
+    sets = gram_sets(strings, n)
+    ra, rb = np.searchsorted(rows, a), np.searchsorted(rows, b)
+    size_a, size_b = sets[0][ra + 1] - sets[0][ra], sets[0][rb + 1] - sets[0][rb]
+    big = np.maximum(size_a, size_b)
+    live = live[_at_least(np.where(big > 0, np.minimum(size_a, size_b) / np.maximum(big, 1), 1.0), check.output_jaccard)]
+    inter, la, lb = _overlap_counts(sets, ra[live], rb[live])
+    cont, jac = _containment_of(inter, la, lb), _jaccard_of(inter, la, lb)
+    out.output_overlap[live], out.output_jaccard[live] = cont, jac
+    live = live[_at_least(cont, check.output_overlap) & _at_least(jac, check.output_jaccard)]
+    if not live.size:
+        return out
+    kept_rows = np.unique(np.concatenate([a[live], b[live]]))
+    sq_output = dict(zip(kept_rows.tolist(), (strings[w] for w in np.searchsorted(rows, kept_rows).tolist())))
+    # inputs, where either row has one
+    rows, strings = squashed(live, 2)
+    has = np.array([bool(s) for s in strings], dtype=bool)
+    has_a, has_b = has[np.searchsorted(rows, a[live])], has[np.searchsorted(rows, b[live])]
+    either = has_a | has_b
+    if either.any():
+        inter, la, lb = overlaps(rows, strings, live[either])
+        out.input_overlap[live[either]] = _jaccard_of(inter, la, lb)
+        keep = np.ones(live.size, dtype=bool)
+        keep[either] = _at_least(out.input_overlap[live[either]], check.input_overlap)
+        live, has_a, has_b = live[keep], has_a[keep], has_b[keep]
+    if not live.size:
+        return out
+    # prompts and the path
+    rows, strings = squashed(live, 1)
+    inter, la, lb = overlaps(rows, strings, live)
+    pj = _jaccard_of(inter, la, lb)
+    out.prompt_overlap[live] = pj
+    sq_prompt = dict(zip(rows.tolist(), strings))
+    short = np.array([min(len(sq_output[i]), len(sq_output[j])) < check.min_output_chars
+                      for i, j in zip(a[live].tolist(), b[live].tolist())], dtype=bool)
+    path = np.where(short, np.where(_at_least(pj, check.short_prompt_overlap), 1, 0),
+                    np.where(_at_least(pj, check.prompt_overlap), 2, 0)).astype(np.int8)
+    maybe = np.flatnonzero((path == 0) & ~short & _at_least(out.output_overlap[live], check.paraphrase_overlap))
+    same_input = has_a & has_b & _at_least(np.nan_to_num(out.input_overlap[live], nan=0.0), 0.99)
+    for t in maybe.tolist():
+        i, j = int(a[live[t]]), int(b[live[t]])
+        if same_input[t]:
+            path[t] = 3
+            continue
+        if features.numbers(i) != features.numbers(j):
+            continue  # fails below anyway: its subject words are not needed
+        anchors_i, anchors_j = features.anchors(i, sq_output[i]), features.anchors(j, sq_output[j])
+        if any(w in sq_prompt[j] for w in anchors_i) or any(w in sq_prompt[i] for w in anchors_j):
+            path[t] = 3
+    out.path[live] = path
+    live = live[path > 0]
+    # numbers and entities (per row, Python): on the few pairs left
+    for k in live.tolist():
+        i, j = int(a[k]), int(b[k])
+        if features.numbers(i) != features.numbers(j):
+            continue
+        # an entity conflict: each prompt names a thing its own answer repeats and the other row lacks
+        ai, aj = features.anchors(i, sq_output[i]), features.anchors(j, sq_output[j])
+        if (any(w not in sq_prompt[j] and w not in sq_output[j] for w in ai)
+                and any(w not in sq_prompt[i] and w not in sq_output[i] for w in aj)):
+            continue
+        out.passing[k] = True
+    return out
+
+
+def check_pairs(rows_a, rows_b, cosines=None, check: RowCheck | None = None, *,
+                prompt_columns=("instruction", "input"), output_column: str = "output") -> PairChecks:
+    """The `row` rule's second stage on a batch of pairs (row rows_a[k] seen first, rows_b[k]
+    second): `passing[k] == compare(RowView.of(rows_a[k]), RowView.of(rows_b[k]), ...)['duplicate']`.
+
+    `rows_a`, `rows_b`: sequences of dicts (or polars frames) with the text columns, or one
+    `RowFeatures` each. Depends on the two rows only, so any worker can run it on any batch."""
+    check = check or RowCheck()
+    if isinstance(rows_a, RowFeatures) and isinstance(rows_b, RowFeatures):
+        features = RowFeatures(*(pl.concat([rows_a.columns[w], rows_b.columns[w]]) for w in (1, 2, 3)), check)
+        na = len(rows_a)
+    else:
+        rows_a = rows_a.to_dicts() if isinstance(rows_a, pl.DataFrame) else list(rows_a)
+        rows_b = rows_b.to_dicts() if isinstance(rows_b, pl.DataFrame) else list(rows_b)
+        if len(rows_a) != len(rows_b):
+            raise ValueError(f"check_pairs: {len(rows_a)} rows against {len(rows_b)}; pass one row per pair on each side")
+        features = RowFeatures.of_rows([*rows_a, *rows_b], check, prompt_columns, output_column)
+        na = len(rows_a)
+    index = np.arange(na, dtype=np.int64)
+    return check_pair_index(features, index, index + na, cosines, check)
+
+
+def row_keys(frame: pl.DataFrame, columns: Sequence[str], check: RowCheck, output_column: str = "output") -> dict:
+    """The exact-text candidate keys and the numbers pre-filter of every row (polars, vectorised):
+    prompt_key, output_key, output_long (the output is long enough to count), number_key."""
+    get = lambda c: frame[c].fill_null("") if c in frame.columns else pl.Series([""] * frame.height, dtype=pl.String)  # noqa: E731
+    if columns:
+        prompts = frame.select(pl.concat_str([get(c) for c in columns], separator=" ").alias("p"))["p"]
+    else:
+        prompts = pl.Series([""] * frame.height, dtype=pl.String)
+    outputs = get(output_column)
+    sq_prompt, sq_output = _squash_series(prompts), _squash_series(outputs).str.slice(0, check.max_chars)
+
+    def number_list(texts: pl.Series) -> pl.Series:
+        found = texts.fill_null("").str.normalize("NFKC").str.extract_all(_NUMBER.pattern)
+        return found.list.eval(pl.element().str.replace_all(",", "")).list.sort().list.join("\x1f")
+
+    return {"prompt_key": sq_prompt.hash(seed=7).to_numpy(), "output_key": sq_output.hash(seed=7).to_numpy(),
+            "output_long": (sq_output.str.len_chars() >= check.min_output_chars).to_numpy(),
+            "number_key": (number_list(prompts) + "\x1e" + number_list(outputs)).hash(seed=7).to_numpy(),
+            "prompts": prompts}
+
+
+class _Rows(RowFeatures):
+    """The texts of a frame for the second stage: keys for all rows, features on demand."""
 
     def __init__(self, frame: pl.DataFrame, columns: Sequence[str], check: RowCheck, output_column: str = "output"):
-        self.check = check
-        get = lambda c: frame[c].fill_null("").to_list() if c in frame.columns else [""] * frame.height  # noqa: E731
-        self.prompts = [" ".join(parts) for parts in zip(*(get(c) for c in columns))] if columns else [""] * frame.height
-        self.inputs = get("input") if "input" in columns else [""] * frame.height
-        self.outputs = get(output_column)
-        # candidate keys and the numbers pre-filter for every row, vectorised (compare re-checks)
-        prompts = pl.Series(self.prompts, dtype=pl.String)
-        outputs = pl.Series(self.outputs, dtype=pl.String)
-        sq_prompt, sq_output = _squash_series(prompts), _squash_series(outputs).str.slice(0, check.max_chars)
-        self.prompt_key = sq_prompt.hash(seed=7).to_numpy()
-        self.output_key = sq_output.hash(seed=7).to_numpy()
-        self.output_long = (sq_output.str.len_chars() >= check.min_output_chars).to_numpy()
-
-        def number_list(texts: pl.Series) -> pl.Series:
-            found = texts.fill_null("").str.normalize("NFKC").str.extract_all(_NUMBER.pattern)
-            return found.list.eval(pl.element().str.replace_all(",", "")).list.sort().list.join("\x1f")
-
-        self.number_key = (number_list(prompts) + "\x1e" + number_list(outputs)).hash(seed=7).to_numpy()
-        self._views: OrderedDict[int, RowView] = OrderedDict()
-        self.limit = 65536
+        keys = row_keys(frame, columns, check, output_column)
+        blank = pl.Series([""] * frame.height, dtype=pl.String)
+        super().__init__(keys.pop("prompts"), frame["input"] if "input" in columns and "input" in frame.columns else blank,
+                         frame[output_column] if output_column in frame.columns else blank, check)
+        self.prompt_key, self.output_key = keys["prompt_key"], keys["output_key"]
+        self.output_long, self.number_key = keys["output_long"], keys["number_key"]
 
     def view(self, i: int) -> RowView:
-        v = self._views.get(i)
-        if v is None:
-            v = RowView(self.prompts[i], self.inputs[i], self.outputs[i], self.check)
-            self._views[i] = v
-            if len(self._views) > self.limit:
-                self._views.popitem(last=False)
-        else:
-            self._views.move_to_end(i)
-        return v
+        return RowView(self.prompts[i], self.inputs[i], self.outputs[i], self.check)
 
 
 # --------------------------------------------------------------------------------------------
@@ -582,12 +952,108 @@ class SemanticResult:
         return counts
 
 
+def first_members(keys: np.ndarray, use: np.ndarray | None, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first `limit` rows (input order) of each key among the rows `use` marks: (keys, rows),
+    sorted by key then row: the exact-text groups of the row rule."""
+    rows = np.arange(len(keys), dtype=np.int64) if use is None else np.flatnonzero(use).astype(np.int64)
+    order = np.argsort(keys[rows], kind="stable")
+    k, r = keys[rows][order], rows[order]
+    if not k.size:
+        return k, r
+    first = np.concatenate(([0], np.flatnonzero(k[1:] != k[:-1]) + 1))
+    rank = np.arange(k.size) - np.repeat(first, np.diff(np.concatenate((first, [k.size]))))
+    return k[rank < limit], r[rank < limit]
+
+
+def group_pairs(queries: np.ndarray, keys: np.ndarray, members: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(q, j): every earlier group member j of each query row q (`keys` are the queries' keys)."""
+    mkeys, mrows = members
+    lo = np.searchsorted(mkeys, keys, side="left")
+    hi = np.searchsorted(mkeys, keys, side="right")
+    k, at = _expand(np.concatenate(([0], np.cumsum(hi - lo))), np.arange(len(queries), dtype=np.int64))
+    q, j = queries[k], mrows[lo[k] + (at - np.concatenate(([0], np.cumsum(hi - lo)))[k])]
+    earlier = j < q
+    return q[earlier], j[earlier]
+
+
+def select_candidates(q: np.ndarray, j: np.ndarray, s: np.ndarray, src: np.ndarray, order: np.ndarray,
+                      same_numbers: np.ndarray, max_checks: int):
+    """The checks each row gets under the row rule, in the order it gets them.
+
+    Candidate (q, j) pairs come from the cosine search (`src` 0, `order`: the search's order)
+    and the exact-text groups (src 1: same prompt, 2: same long output; order: j). One per
+    (q, j), the cosine one first; pairs whose numbers differ out; then best cosine first (ties:
+    src, then order), at most `max_checks` per q. Returns (indices into the inputs, sorted by q
+    then rank; forced: the pair is also an exact-text twin; rank)."""
+    if not q.size:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, np.zeros(0, dtype=bool), empty
+    pair = q * (int(max(q.max(), j.max())) + 1) + j
+    by_pair = np.lexsort((order, src, pair))
+    p = pair[by_pair]
+    starts = np.concatenate(([True], p[1:] != p[:-1]))
+    ends = np.concatenate((p[1:] != p[:-1], [True]))
+    first = by_pair[starts]
+    forced = src[by_pair[ends]] > 0  # the last of a pair's group has the highest src
+    keep = same_numbers[first]
+    first, forced = first[keep], forced[keep]
+    ranked = np.lexsort((order[first], src[first], -s[first], q[first]))
+    first, forced = first[ranked], forced[ranked]
+    qs = q[first]
+    head = np.concatenate(([0], np.flatnonzero(qs[1:] != qs[:-1]) + 1))
+    rank = np.arange(qs.size) - np.repeat(head, np.diff(np.concatenate((head, [qs.size]))))
+    cut = rank < max_checks
+    return first[cut], forced[cut], rank[cut]
+
+
+def resolve_row_pairs(kept: np.ndarray, dup_of: np.ndarray, similarity: np.ndarray, q: np.ndarray, j: np.ndarray,
+                      s: np.ndarray, rank: np.ndarray, max_edges: int):
+    """Greedy keep-first over the PASSING pairs of the row rule, sorted by q (input order) then
+    rank: a row goes as a duplicate of its first passing candidate that is still kept. Updates
+    kept / dup_of / similarity in place; returns (the pair index that removed each removed row
+    {row: k}, the indices of the edges kept per row (at most max_edges, in order), the edge
+    count per row {row: count}, checks made {row: rank of the last check} for rows that stopped
+    early, and the passing pairs counted), as the one-row-at-a-time loop did."""
+    qs, js, ss, rs = q.tolist(), j.tolist(), s.tolist(), rank.tolist()
+    decisive: dict[int, int] = {}
+    edges: list[int] = []
+    found_of: dict[int, int] = {}
+    stopped: dict[int, int] = {}
+    counted = 0
+    total, k = len(qs), 0
+    while k < total:
+        i, end = qs[k], k
+        while end < total and qs[end] == i:
+            end += 1
+        found = 0
+        for t in range(k, end):
+            counted += 1
+            if found < max_edges:
+                edges.append(t)
+                found += 1
+            if kept[i] and kept[js[t]]:
+                kept[i], dup_of[i], similarity[i] = False, js[t], ss[t]
+                decisive[i] = t
+            if found >= max_edges and not kept[i]:
+                stopped[i] = rs[t]
+                break
+        found_of[i] = found
+        k = end
+    return decisive, edges, found_of, stopped, counted
+
+
 def stream_dedup(ids: list[str], vectors: np.ndarray, threshold: float, *, rule: str = "row",
                  rows: _Rows | None = None, check: RowCheck | None = None, method: str = "auto", seed: int = 42,
                  track=None, block: int | None = None, max_edges: int | None = None) -> SemanticResult:
     """Greedy keep-first dedup, streamed: query blocks in input order, earlier neighbours only.
 
-    Memory: one block's cosine pairs at a time, plus at most `max_edges` edges per row.
+    Under the row rule each block is one batch: its candidates (`select_candidates`), the
+    second stage on all of them at once (`check_pair_index`), then the greedy pass over the
+    passing pairs (`resolve_row_pairs`); the decisions, edges and counters are those of checking
+    one row at a time (the check does not depend on which rows are kept).
+
+    Memory: one block's cosine pairs at a time (the n-gram arrays of at most `CHECK_CHUNK`
+    pairs), plus at most `max_edges` edges per row.
     """
     check = check or RowCheck()
     n = len(ids)
@@ -609,8 +1075,9 @@ def stream_dedup(ids: list[str], vectors: np.ndarray, threshold: float, *, rule:
     edge_s: list[float] = []
     edge_f: list[bool] = []
     signals: dict = {}
-    prompt_groups: dict[int, list[int]] = {}
-    output_groups: dict[int, list[int]] = {}
+    if rule == "row":  # the exact-text groups: the first group_limit rows of each prompt / long output
+        members = (first_members(rows.prompt_key, None, check.group_limit),
+                   first_members(rows.output_key, rows.output_long, check.group_limit))
     # search_truncated: queries whose neighbour list the GPU top-k search cut short (0 on the CPU)
     stats = {"candidate_pairs": 0, "checked_pairs": 0, "passing_pairs": 0, "max_block_pairs": 0, "search_truncated": 0}
     truncated = 0
@@ -624,67 +1091,61 @@ def stream_dedup(ids: list[str], vectors: np.ndarray, threshold: float, *, rule:
         stats["max_block_pairs"] = max(stats["max_block_pairs"], int(pairs.ids.size))
         stats["search_truncated"] += int(getattr(pairs, "truncated", 0))
         lims, pj, ps = pairs.lims, pairs.ids, pairs.scores
+        if rule == "row":
+            queries = np.arange(start, stop, dtype=np.int64)
+            qb = np.repeat(queries, np.diff(lims))
+            earlier = pj < qb
+            position = np.arange(pj.size, dtype=np.int64) - np.repeat(lims[:-1], np.diff(lims))
+            q0, j0 = qb[earlier], pj[earlier]
+            stats["candidate_pairs"] += int(q0.size)
+            qp, jp = group_pairs(queries, rows.prompt_key[start:stop], members[0])
+            long_q = queries[rows.output_long[start:stop]]
+            qo, jo = group_pairs(long_q, rows.output_key[long_q], members[1])
+            cq = np.concatenate([q0, qp, qo])
+            cj = np.concatenate([j0, jp, jo])
+            cs = np.concatenate([ps[earlier].astype(np.float32), np.full(qp.size + qo.size, np.nan, dtype=np.float32)])
+            src = np.concatenate([np.zeros(q0.size, np.int8), np.ones(qp.size, np.int8), np.full(qo.size, 2, np.int8)])
+            order = np.concatenate([position[earlier], jp, jo])
+            missing = np.flatnonzero(src > 0)  # an exact-text twin's cosine (used when search missed it)
+            for t in missing.tolist():
+                cs[t] = float(vectors[cq[t]] @ vectors[cj[t]])
+            sel, forced, rank = select_candidates(cq, cj, cs, src, order, rows.number_key[cq] == rows.number_key[cj],
+                                                  check.max_checks)
+            sq, sj, ss = cq[sel], cj[sel], cs[sel]
+            selected = np.bincount(sq - start, minlength=stop - start)
+            checks = check_pair_index(rows, sj, sq, ss, check)
+            ok = np.flatnonzero(checks.passing)
+            decisive, edges, found_of, stopped, counted = resolve_row_pairs(kept, dup_of, similarity, sq[ok], sj[ok],
+                                                                            ss[ok], rank[ok], max_edges)
+            stats["passing_pairs"] += counted
+            stats["checked_pairs"] += int(selected.sum()) + sum(r + 1 - int(selected[i - start]) for i, r in stopped.items())
+            for i, t in decisive.items():
+                signals[(i, int(sj[ok[t]]))] = checks.signals(int(ok[t]))
+            edge_j.extend(sj[ok[edges]].tolist())
+            edge_s.extend(ss[ok[edges]].tolist())
+            edge_f.extend(forced[ok[edges]].tolist())
+            for i, found in found_of.items():
+                counts[i] = found
+            continue
         for q in range(stop - start):
             i = start + q
             js, ss = pj[lims[q]:lims[q + 1]], ps[lims[q]:lims[q + 1]]
             earlier = js < i
             js, ss = js[earlier], ss[earlier]
             stats["candidate_pairs"] += int(js.size)
-            if rule == "instruction":
-                order = np.argsort(-ss, kind="stable")
-                js, ss = js[order], ss[order]
-                above = ss > threshold
-                for j, s in zip(js[above].tolist(), ss[above].tolist()):
-                    if kept[j]:
-                        kept[i], dup_of[i], similarity[i] = False, j, s
-                        break
-                if js.size > max_edges:
-                    truncated += 1
-                edge_j.extend(js[:max_edges].tolist())
-                edge_s.extend(ss[:max_edges].tolist())
-                edge_f.extend([False] * min(js.size, max_edges))
-                counts[i] = min(js.size, max_edges)
-                continue
-            # row rule: cosine candidates + exact-text groups, numbers pre-filtered, then compare
-            cand = dict(zip(js.tolist(), ss.tolist()))
-            forced = set()
-            for groups, key, use in ((prompt_groups, rows.prompt_key[i], True), (output_groups, rows.output_key[i], rows.output_long[i])):
-                if not use:
-                    continue
-                for j in groups.get(int(key), ()):
-                    forced.add(j)  # an exact-text twin is a candidate at any threshold
-                    if j not in cand:
-                        cand[j] = float(vectors[i] @ vectors[j])
-            if cand:
-                cj = np.fromiter(cand.keys(), dtype=np.int64, count=len(cand))
-                cs = np.fromiter(cand.values(), dtype=np.float32, count=len(cand))
-                same = rows.number_key[cj] == rows.number_key[i]
-                cj, cs = cj[same], cs[same]
-                order = np.argsort(-cs, kind="stable")[: check.max_checks]
-                mine = rows.view(i)
-                found = 0
-                for j, s in zip(cj[order].tolist(), cs[order].tolist()):
-                    stats["checked_pairs"] += 1
-                    sig = compare(rows.view(j), mine, s, check)
-                    if not sig["duplicate"]:
-                        continue
-                    stats["passing_pairs"] += 1
-                    if found < max_edges:  # kept for re-thresholding and explain
-                        edge_j.append(j)
-                        edge_s.append(s)
-                        edge_f.append(j in forced)
-                        found += 1
-                    if kept[i] and kept[j]:
-                        kept[i], dup_of[i], similarity[i] = False, j, s
-                        signals[(i, j)] = sig
-                    if found >= max_edges and not kept[i]:
-                        break
-                counts[i] = found
-            for groups, key, use in ((prompt_groups, rows.prompt_key[i], True), (output_groups, rows.output_key[i], rows.output_long[i])):
-                if use:
-                    members = groups.setdefault(int(key), [])
-                    if len(members) < check.group_limit:
-                        members.append(i)
+            order = np.argsort(-ss, kind="stable")
+            js, ss = js[order], ss[order]
+            above = ss > threshold
+            for j, s in zip(js[above].tolist(), ss[above].tolist()):
+                if kept[j]:
+                    kept[i], dup_of[i], similarity[i] = False, j, s
+                    break
+            if js.size > max_edges:
+                truncated += 1
+            edge_j.extend(js[:max_edges].tolist())
+            edge_s.extend(ss[:max_edges].tolist())
+            edge_f.extend([False] * min(js.size, max_edges))
+            counts[i] = min(js.size, max_edges)
     lims_out = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(counts, out=lims_out[1:])
     result = SemanticResult(
@@ -859,6 +1320,8 @@ def analyze(frame: pl.DataFrame, ctx: RunContext, *, embedder: str = "default",
 
 __all__ = [
     "ANALYZE_THRESHOLDS", "CANDIDATE_THRESHOLDS", "DEFAULT_THRESHOLDS", "KEEP_POLICIES", "RULES", "Analysis", "ExactDedup",
-    "RowCheck", "RowView", "SemanticDedup", "SemanticResult", "SemanticStepResult", "analyze", "check_columns", "check_rule",
-    "check_threshold", "compare", "default_threshold", "describe_signals", "exact_keys", "row_texts", "stream_dedup",
+    "PairChecks", "RowCheck", "RowFeatures", "RowView", "SemanticDedup", "SemanticResult", "SemanticStepResult", "analyze",
+    "check_columns", "check_pair_index", "check_pairs", "check_rule", "check_threshold", "compare", "default_threshold",
+    "describe_signals", "exact_keys", "first_members", "gram_sets", "group_pairs", "resolve_row_pairs", "row_keys",
+    "row_texts", "select_candidates", "squash_texts", "stream_dedup",
 ]
