@@ -106,6 +106,73 @@ def part_kmeans(args) -> None:
     print("\n".join(lines))
 
 
+def load() -> str:
+    """The 1-minute load average and the core count, for every figure (this machine is shared)."""
+    return f"load {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores"
+
+
+def goal_data(args) -> np.ndarray:
+    """The goal's data set (seeded, cached as .npy under benchmarks/work/)."""
+    path = WORK / f"goal-{args.rows}x{args.dim}-t{args.topics}-n{args.noise}.npy"
+    if not path.exists():
+        WORK.mkdir(parents=True, exist_ok=True)
+        np.save(path, synthetic_embeddings(args.rows, args.dim, seed=1, topics=args.topics, noise=args.noise))
+    return np.load(path)
+
+
+def sklearn_reference(args, x: np.ndarray) -> dict:
+    """scikit-learn KMeans(n_clusters=K, n_init=10, random_state=42) on `x`, run ONCE per data set:
+    its inertia, seconds and load are kept in benchmarks/results/ as json (sklearn is the slow part)."""
+    name = f"select-sklearn-{args.rows}x{args.dim}-t{args.topics}-n{args.noise}-k{args.clusters}-i{args.sk_n_init}.json"
+    path = ROOT / "benchmarks" / "results" / name
+    if path.exists():
+        return json.loads(path.read_text())
+    import sklearn
+    from sklearn.cluster import KMeans
+    from threadpoolctl import threadpool_info
+
+    before = load()
+    t, cpu = time.perf_counter(), time.process_time()
+    km = KMeans(args.clusters, n_init=args.sk_n_init, random_state=42).fit(x)
+    seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
+    ref = {"rows": args.rows, "dim": args.dim, "topics": args.topics, "noise": args.noise, "clusters": args.clusters,
+           "n_init": args.sk_n_init, "random_state": 42, "sklearn": sklearn.__version__, "seconds": round(seconds, 2),
+           "cpu_seconds": round(cpu, 2),
+           "inertia": inertia(x, km.cluster_centers_), "sklearn_inertia_": float(km.inertia_), "n_iter": int(km.n_iter_),
+           "threads": max(i["num_threads"] for i in threadpool_info()), "load_before": before, "load_after": load()}
+    path.write_text(json.dumps(ref, indent=1) + "\n")
+    np.save(WORK / name.replace(".json", "-labels.npy"), km.labels_)
+    return ref
+
+
+def part_goal(args) -> None:
+    """kocurate's k-means vs the cached scikit-learn reference on the same data: time and inertia ratios."""
+    from kocurate.curate.cluster import kmeans
+
+    x = goal_data(args)
+    print(f"data: {x.shape[0]:,} x {x.shape[1]} float32, {args.topics} topics, noise {args.noise}, K={args.clusters}",
+          flush=True)
+    ref = sklearn_reference(args, x)
+    print(f"sklearn KMeans n_init={ref['n_init']}: {ref['seconds']:.1f}s, inertia {ref['inertia']:.2f} "
+          f"({ref['load_before']} before, {ref['load_after']} after)", flush=True)
+    sk_cpu = ref.get("cpu_seconds")
+    lines = ["| kocurate k-means | seconds | CPU seconds | sklearn / ours: wall | sklearn / ours: CPU | inertia / sklearn "
+             "| load before / after |", "|---|---:|---:|---:|---:|---:|---|"]
+    for spec in args.variant or ["default"]:
+        kw = {} if spec == "default" else {k: (int(v) if v.lstrip("-").isdigit() else v)
+                                           for k, v in (kv.split("=") for kv in spec.split(","))}
+        before = load()
+        t, cpu = time.perf_counter(), time.process_time()
+        _, d2, centres = kmeans(x, args.clusters, seed=42, **kw)
+        seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
+        ratio = inertia(x, centres) / ref["inertia"]
+        cpu_ratio = f"{sk_cpu / cpu:.1f}x" if sk_cpu else "n/a"
+        lines.append(f"| {spec} | {seconds:.1f} | {cpu:.1f} | {ref['seconds'] / seconds:.1f}x | {cpu_ratio} | {ratio:.5f} "
+                     f"| {before} / {load()} |")
+        print(lines[-1], flush=True)
+    print("\n".join(lines))
+
+
 def part_select(args) -> None:
     import polars as pl
 
@@ -180,7 +247,7 @@ def part_count(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", choices=["kmeans", "select", "count"])
+    parser.add_argument("part", choices=["kmeans", "goal", "select", "count"])
     parser.add_argument("--rows", type=int, default=384_067)
     parser.add_argument("--dim", type=int, default=768)
     parser.add_argument("--clusters", type=int, default=100)
@@ -189,8 +256,10 @@ def main() -> None:
     parser.add_argument("--method", default="ppl")
     parser.add_argument("--topics", type=int, default=2000, help="kmeans: topic centres in the synthetic data")
     parser.add_argument("--noise", type=float, default=1.2, help="kmeans: per-dimension noise around a topic centre")
+    parser.add_argument("--variant", action="append",
+                        help="goal: kmeans() keyword overrides, e.g. niter=30,n_init=3 (repeatable; default: the defaults)")
     args = parser.parse_args()
-    {"kmeans": part_kmeans, "select": part_select, "count": part_count}[args.part](args)
+    {"goal": part_goal, "kmeans": part_kmeans, "select": part_select, "count": part_count}[args.part](args)
 
 
 if __name__ == "__main__":

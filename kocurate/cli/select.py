@@ -30,13 +30,14 @@ from .render import console, print_written
 @click.option("--scorer", default=None, metavar="MODEL|ifd:MODEL|charlm",
               help="Score rows that have no score on the fly (else those methods ask for `kocurate score` first).")
 @click.option("--tau", default=0.9, show_default=True, help="diverse: max cosine to already chosen rows.")
-@click.option("--niter", default=20, show_default=True, help="k-means iterations.")
+@click.option("--niter", default=20, show_default=True, help="Most Lloyd iterations per k-means stage (stops earlier once the inertia settles).")
 @click.option("--n-init", default=1, show_default=True,
               help="k-means restarts, the lowest inertia wins (KoQuality's sklearn run used 10; see benchmarks/results/select.md).")
 @click.option("--kmeans", "kmeans_backend", type=click.Choice(["faiss", "sklearn"]), default="faiss", show_default=True,
               help="k-means engine; sklearn --n-init 10 --seed 42 is KoQuality's own (about 100x slower).")
 @click.option("--init", "kmeans_init", type=click.Choice(["k-means++", "random"]), default="k-means++", show_default=True,
-              help="FAISS seeding; random is FAISS's own (faster, much worse on skewed cluster sizes).")
+              help="k-means++: over-seeded on a sample, merged by Ward's criterion, refined on all rows; "
+                   "random: FAISS's own k-means (faster, much worse on skewed cluster sizes).")
 @apply(cache_options)
 @apply(engine_options)
 def select_cmd(inputs, preset, mapping, split, output, overwrite, seed, ratio, size, method, length_groups, clusters,

@@ -6,8 +6,9 @@ batch, picks per (length group, cluster).
    score; kept in the object store, never on the driver;
 2. the driver gathers the lengths (one integer per row) and cuts the length groups at their exact
    quantiles (`cluster.length_groups`), then gathers a seeded sample of each group's vectors
-   (all of them when the group has at most `sample_rows` rows, the default 256 per cluster, which
-   is what FAISS itself trains on) and runs `cluster.kmeans` on it: the centroids;
+   (all of them when the group has at most `sample_rows` rows, the default 256 per cluster) and
+   runs `cluster.kmeans` on it, the local step's k-means (it seeds on 100 rows per cluster of what
+   it is given and refines on all of it): the centroids;
 3. per block: each row goes to its length group's nearest centroid (squared L2, as FAISS assigns);
 4. the driver gathers (group, cluster, distance, score, text hash) per row, numbers only, and
    runs `select.quotas` / `select.pick` per (group, cluster) exactly as the local step does;
