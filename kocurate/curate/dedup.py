@@ -57,8 +57,10 @@ keys on instruction+input (the longest output wins).
 
 from __future__ import annotations
 
+import os
 import re
 import unicodedata
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from typing import ClassVar, Sequence
 
@@ -376,6 +378,8 @@ def describe_signals(sig: dict) -> str:
 _SQUASH_CACHE_LIMIT = 1 << 18
 #: pairs per `check_pair_index` pass, and n-grams expanded at once per intersection pass (memory)
 CHECK_CHUNK = 1 << 16
+#: threads checking chunks of pairs at once (two chunks' n-gram arrays in memory at a time)
+CHECK_THREADS = min(2, os.cpu_count() or 1)
 OVERLAP_CHUNK = 1 << 24
 
 
@@ -527,6 +531,7 @@ class RowFeatures:
         self.columns = {1: as_series(prompts), 2: as_series(inputs), 3: as_series(outputs)}
         self._numbers: dict[int, tuple] = {}
         self._anchors: dict[int, tuple] = {}
+        self._squashed: dict[int, pl.Series] = {}
 
     @property
     def prompts(self) -> pl.Series:
@@ -553,8 +558,15 @@ class RowFeatures:
         return len(self.columns[1])
 
     def field(self, rows: np.ndarray, which: int) -> list[str]:
-        """The squashed prompt (1), input (2) or output (3) of `rows`, cut at max_chars: `RowView`'s."""
-        return squash_texts(self.columns[which].gather(rows), self.check.max_chars)
+        """The squashed prompt (1), input (2) or output (3) of `rows`, cut at max_chars: `RowView`'s.
+
+        Each column is squashed once, for all rows, on first use: a row is read by many chunks
+        of pairs, and squashing it again each time was a sixth of the second stage's time."""
+        column = self._squashed.get(which)
+        if column is None:
+            column = pl.Series(squash_texts(self.columns[which], self.check.max_chars), dtype=pl.String)
+            self._squashed[which] = column
+        return column.gather(rows).to_list()
 
     def numbers(self, i: int) -> tuple[tuple, tuple]:
         """(prompt numbers, output numbers) of row i, as `RowView` reads them."""
@@ -623,8 +635,15 @@ def check_pair_index(features: RowFeatures, a: np.ndarray, b: np.ndarray, cosine
     pairs = len(a)
     if pairs > CHECK_CHUNK:  # memory: the n-gram arrays of one chunk of pairs at a time
         cut = range(0, pairs, CHECK_CHUNK)
-        parts = [check_pair_index(features, a[s:s + CHECK_CHUNK], b[s:s + CHECK_CHUNK],
-                                  None if cosines is None else np.asarray(cosines)[s:s + CHECK_CHUNK], check) for s in cut]
+        features.field(a[:1], 1), features.field(a[:1], 2), features.field(a[:1], 3)  # squash once, not per thread
+
+        def part(s: int) -> PairChecks:
+            return check_pair_index(features, a[s:s + CHECK_CHUNK], b[s:s + CHECK_CHUNK],
+                                    None if cosines is None else np.asarray(cosines)[s:s + CHECK_CHUNK], check)
+
+        # chunks are independent; their numpy work (sorts, searches) runs outside the GIL
+        with ThreadPoolExecutor(max(1, min(CHECK_THREADS, len(cut)))) as pool:
+            parts = list(pool.map(part, cut))
         return PairChecks(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(PairChecks)))
     nan = np.full(pairs, np.nan)
     cos = nan.copy() if cosines is None else np.asarray(cosines, dtype=np.float64).copy()
