@@ -60,3 +60,15 @@ def lexical_encode_calls(monkeypatch) -> list[int]:
 
     monkeypatch.setattr(LexicalEmbedder, "encode", counting)
     return calls
+
+
+@pytest.fixture(scope="module")
+def ray_executor():
+    """A local Ray with 2 CPUs, one per test module that asks for it (the Ray tests)."""
+    pytest.importorskip("ray")
+    from kocurate.curate.engine.ray_data import RayExecutor
+
+    executor = RayExecutor(num_cpus=2, partition_rows=1000, batch_rows=1000, actors=1)
+    executor.start()
+    yield executor
+    executor.close()

@@ -78,17 +78,8 @@ def test_merge_counters_sums_counts_and_merges_tables():
 
 
 # ---------------------------------------------------------------------------------------------
-# Ray: one local session for the module
+# Ray: one local session for the module (the `ray_executor` fixture in conftest.py)
 
-@pytest.fixture(scope="module")
-def ray_executor():
-    pytest.importorskip("ray")
-    from kocurate.curate.engine.ray_data import RayExecutor
-
-    executor = RayExecutor(num_cpus=2, partition_rows=1000, batch_rows=1000, actors=1)
-    executor.start()
-    yield executor
-    executor.close()
 
 
 def both(step_factory, frame, ray_executor, ctx=None):

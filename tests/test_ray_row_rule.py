@@ -8,24 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import polars as pl
-import pytest
 
 from kocurate.curate.dedup import SemanticDedup
 from kocurate.curate.step import RunContext
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples"
-
-
-@pytest.fixture(scope="module")
-def ray_executor():
-    pytest.importorskip("ray")
-    from kocurate.curate.engine.ray_data import RayExecutor
-
-    executor = RayExecutor(num_cpus=2, partition_rows=1000, batch_rows=1000, actors=1)
-    executor.start()
-    yield executor
-    executor.close()
 
 
 def removed_pairs(frame: pl.DataFrame) -> list[tuple]:
