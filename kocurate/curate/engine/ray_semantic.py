@@ -200,6 +200,19 @@ def _probe_cells(batch, shared):
     return pa.table(columns)
 
 
+def _cell_hits(cell: np.ndarray, home: np.ndarray, vecs: np.ndarray, radius: float):
+    """Per cell (rows sorted by `cell`): (row, home row, cosine) for every row whose cosine to a
+    row that lives in the cell exceeds `radius`; one matrix product per cell."""
+    starts = np.r_[0, np.flatnonzero(np.diff(cell)) + 1, len(cell)]
+    for lo, hi in zip(starts[:-1], starts[1:]):
+        homes = lo + np.flatnonzero(home[lo:hi])
+        if not homes.size:
+            continue
+        sims = vecs[lo:hi] @ vecs[homes].T
+        r, k = np.nonzero(sims > radius)
+        yield lo + r, homes[k], sims[r, k]
+
+
 def _cell_pairs(batch, radius: float):
     import pyarrow as pa
 
@@ -218,20 +231,14 @@ def _cell_pairs(batch, radius: float):
     ids = batch.column("id").to_pylist()
     ids = [ids[i] for i in order]
     vecs = np.ascontiguousarray(_vectors(batch)[order])
-    starts = np.r_[0, np.flatnonzero(np.diff(cell)) + 1, len(cell)]
     qs, js, ss, jid = [], [], [], []
-    for a, b in zip(starts[:-1], starts[1:]):
-        homes = a + np.flatnonzero(home[a:b])
-        if not homes.size:
-            continue
-        sims = vecs[a:b] @ vecs[homes].T
-        r, k = np.nonzero(sims > radius)
-        q, j = pos[a + r], pos[homes[k]]
+    for a, b, sim in _cell_hits(cell, home, vecs, radius):
+        q, j = pos[a], pos[b]
         earlier = j < q
         qs.append(q[earlier])
         js.append(j[earlier])
-        ss.append(sims[r, k][earlier])
-        jid.extend(ids[i] for i in homes[k][earlier])
+        ss.append(sim[earlier])
+        jid.extend(ids[i] for i in b[earlier])
     if not qs:
         return empty
     return pa.table({"q": np.concatenate(qs), "j": np.concatenate(js), "s": np.concatenate(ss).astype(np.float32),
@@ -329,19 +336,12 @@ def _cell_row_pairs(batch, radius: float, check):
     cell, home = frame[CELL].to_numpy(), frame[HOME].to_numpy()
     pos, nkey = frame[POS].to_numpy(), frame[NKEY].to_numpy()
     vecs = np.ascontiguousarray(_vectors(batch.take(order)))
-    starts = np.r_[0, np.flatnonzero(np.diff(cell)) + 1, len(cell)]
     ra, rb, ss = [], [], []
-    for lo, hi in zip(starts[:-1], starts[1:]):
-        homes = lo + np.flatnonzero(home[lo:hi])
-        if not homes.size:
-            continue
-        sims = vecs[lo:hi] @ vecs[homes].T
-        r, k = np.nonzero(sims > radius)
-        a, b = lo + r, homes[k]
+    for a, b, sim in _cell_hits(cell, home, vecs, radius):
         keep = (pos[b] < pos[a]) & (nkey[a] == nkey[b])
         ra.append(a[keep])
         rb.append(b[keep])
-        ss.append(sims[r, k][keep])
+        ss.append(sim[keep])
     if not ra:
         return _empty_candidates()
     a, b, s = np.concatenate(ra), np.concatenate(rb), np.concatenate(ss).astype(np.float32)
