@@ -170,7 +170,8 @@ class Sampler:
 
 
 def run_engine(engine: str, rows: int, steps: list[str], out: Path, sample: int | None = None,
-               nprobe: int | None = None, exact_rows: bool = False) -> None:
+               nprobe: int | None = None, exact_rows: bool = False, nlist: int | None = None,
+               spill: int | None = None) -> None:
     """One engine, every step over the same input; kept ids per step to `out`."""
     import polars as pl
 
@@ -184,7 +185,7 @@ def run_engine(engine: str, rows: int, steps: list[str], out: Path, sample: int 
     if engine == "ray":
         from kocurate.curate.engine.ray_data import RayExecutor, read_shards
 
-        executor = RayExecutor(num_cpus=os.cpu_count(), sample_rows=sample, nprobe=nprobe)
+        executor = RayExecutor(num_cpus=os.cpu_count(), sample_rows=sample, nprobe=nprobe, nlist=nlist, spill=spill)
         executor.exact_narrow = not exact_rows
         t = time.perf_counter()
         executor.start()
@@ -222,6 +223,8 @@ def main() -> None:
     parser.add_argument("--sample", default=None,
                         help="k-means sample rows per length group on Ray (default 256 x clusters; `all`: every row)")
     parser.add_argument("--nprobe", type=int, default=None, help="cells each row probes in Ray semantic dedup (default 8)")
+    parser.add_argument("--spill", type=int, default=None, help="cells each row lives in, Ray semantic dedup (default 8)")
+    parser.add_argument("--nlist", type=int, default=None, help="cells in Ray semantic dedup (default: its own rule)")
     parser.add_argument("--exact-rows", action="store_true",
                         help="Ray exact dedup by the old path (shuffle whole rows, the step's own run per partition)")
     args = parser.parse_args()
@@ -230,12 +233,14 @@ def main() -> None:
     out = WORK / f"engine-{args.rows}" / "results"
     out.mkdir(parents=True, exist_ok=True)
     if args.engine:
-        run_engine(args.engine, args.rows, steps, out, sample, args.nprobe, args.exact_rows)
+        run_engine(args.engine, args.rows, steps, out, sample, args.nprobe, args.exact_rows, args.nlist, args.spill)
         return
     make_items(make_data(args.rows))
     load = os.getloadavg()[0]
     for engine in ("local", "ray"):
         extra = ((["--sample", args.sample] if args.sample else []) + (["--nprobe", str(args.nprobe)] if args.nprobe else [])
+                 + (["--nlist", str(args.nlist)] if args.nlist else [])
+                 + (["--spill", str(args.spill)] if args.spill else [])
                  + (["--exact-rows"] if args.exact_rows else []))
         subprocess.run([sys.executable, __file__, "--rows", str(args.rows), "--steps", args.steps, "--engine", engine,
                         *extra], check=True)

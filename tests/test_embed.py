@@ -178,6 +178,25 @@ def test_normalize_text_lives_in_records_and_is_idempotent():
     assert normalize_text("\u1100\u200b\u1161") == "가"
 
 
+def test_normalize_text_equals_its_regex_definition_on_every_code_point():
+    """The fast path (substring tests, str.split) is the documented rules written as regexes."""
+    import re
+    import unicodedata
+
+    from kocurate.records.text import SPACES, ZERO_WIDTH
+
+    def by_the_rules(text: str) -> str:
+        return SPACES.sub(" ", unicodedata.normalize("NFKC", ZERO_WIDTH.sub("", text))).strip()
+
+    chars = [chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
+    # every code point alone; the Basic Multilingual Plane beside spaces, jamo and zero-width characters
+    for shape, within in (("{}", chars), (" a{}\u200b\u1100{}\u1161 {}{}\n", chars[:0xD800])):
+        texts = [shape.format(*(c,) * shape.count("{}")) for c in within]
+        differ = [t for t in texts if normalize_text(t) != by_the_rules(t)]
+        assert not differ, [hex(ord(t.strip()[0])) for t in differ[:5]]
+    assert re.fullmatch(r"\s", "\x1c") and normalize_text("a\x1c\x1fb") == "a b"  # Python's whitespace, not Unicode's
+
+
 def test_texts_that_differ_only_in_normalisation_share_one_cache_entry(tmp_path):
     """dedup joins instruction + " " + input and normalises; select passes the raw prompt: one key."""
     model = CountingEmbedder()

@@ -177,7 +177,7 @@ def test_semantic_dedup_identical_pairs(ray_executor, tmp_path):
     rq, rj, _ = remote.pairs
     all_ids = frame["id"].to_list()
     got = {(all_ids[a], all_ids[b]) for a, b in zip(rq.tolist(), rj.tolist())}
-    assert got == expected
+    assert got == expected and len(rq) == len(got)  # each pair once, though every row lives in every cell
     assert remote.kept["id"].to_list() == local.kept["id"].to_list()
     assert removed_pairs(remote.removed) == removed_pairs(local.removed)
     assert record.stats["semantic_duplicates"] == local.stats["semantic_duplicates"]
@@ -321,3 +321,56 @@ def test_exact_key_texts_equal_exact_keys():
             _, keys, olen = _exact_texts(frame, step)
             assert keys == exact_keys(frame, step.key_columns()).to_list()
             assert olen == [len(t) for t in exact_keys(frame, ("output",)).to_list()]
+
+
+def test_exact_decide_keeps_rows_whose_64_bit_halves_collide():
+    """The keep rule groups on the 128-bit key hash: two different keys that share one 64-bit half
+    (a collision a 64-bit key would merge) stay two groups; equal keys are one."""
+    from kocurate.curate.engine.ray_data import (
+        KEY,
+        POS,
+        STATS,
+        _exact_decide,
+        _exact_narrow,
+        _hash128,
+    )
+
+    high, low = _hash128(["가 나", "가 나", "다"])
+    assert high[0] == high[1] and low[0] == low[1] and (high[0], low[0]) != (high[2], low[2])
+    frame = pl.DataFrame({"id": ["a", "b", "c"], "instruction": ["가", "가", "다"], "input": ["", "", ""],
+                          "output": ["나", "나", "라"], POS: [0, 1, 2]})
+    narrow = pl.from_arrow(_exact_narrow(frame.to_arrow(), ExactDedup()))
+    forged = narrow.with_columns(pl.lit(7, pl.Int64).alias("_kc_full"), pl.lit(1, pl.Int64).alias(KEY))
+    decided = pl.from_arrow(_exact_decide(forged.to_arrow(), ExactDedup()))
+    removed = decided.filter(pl.col(POS) >= 0)
+    assert removed[POS].to_list() == [1] and removed["dup_of"].to_list() == ["a"]  # only the true copy goes
+    assert json.loads(decided[STATS].drop_nulls()[0])["stats"]["groups"] == 2
+
+
+@pytest.mark.parametrize("spill", [1, 3, 5])
+def test_cell_hits_finds_each_pair_once_where_a_probed_cell_is_a_home(spill):
+    """Ray's per-cell product with rows living in `spill` cells: exactly the pairs above the radius
+    whose query probes one of the other row's first `spill` cells, each reported once."""
+    from kocurate.curate.engine.ray_semantic import _cell_hits
+
+    rng = np.random.default_rng(3)
+    rows, cells, nprobe = 300, 12, 5
+    base = rng.normal(size=(40, 16))
+    vecs = base[rng.integers(0, 40, rows)] + 0.25 * rng.normal(size=(rows, 16))
+    vecs = (vecs / np.linalg.norm(vecs, axis=1, keepdims=True)).astype(np.float32)
+    centroids = vecs[rng.choice(rows, cells, replace=False)]
+    probes = np.argsort(-(vecs @ centroids.T), axis=1)[:, :nprobe].astype(np.int32)
+    # one record per (row, probed cell), sorted by cell, as the shuffle leaves them
+    rec_row = np.repeat(np.arange(rows), nprobe)
+    rec_cell = probes.reshape(-1).astype(np.int64)
+    rec_home = np.tile(np.arange(nprobe) < spill, rows)
+    order = np.argsort(rec_cell, kind="stable")
+    rec_row, rec_cell, rec_home = rec_row[order], rec_cell[order], rec_home[order]
+    found = []
+    for a, b, sim in _cell_hits(rec_cell, rec_home, vecs[rec_row], 0.8, probes[rec_row], spill):
+        found.extend(zip(rec_row[a].tolist(), rec_row[b].tolist()))
+    sims = vecs @ vecs.T
+    expected = {(q, j) for q in range(rows) for j in range(rows)
+                if sims[q, j] > 0.8 and set(probes[q].tolist()) & set(probes[j, :spill].tolist())}
+    assert len(found) == len(set(found))  # once each
+    assert set(found) == expected and len(expected) > rows  # self-pairs and real neighbours

@@ -240,7 +240,6 @@ class Select(KMeansParams, Step):
         cluster = clustered["cluster"].to_numpy()
         dist = clustered["cluster_dist"].to_numpy()
         edges = cluster_stats.get("length_cut_points") or []
-        group_ids = np.unique(groups)
         texts = prompt_texts(frame)
 
         members_of, quota = cells_and_quotas(groups, cluster, self.clusters, method=self.method, ratio=self.ratio,
@@ -262,24 +261,33 @@ class Select(KMeansParams, Step):
             dropped, self.name, "not-selected",
             detail=pl.format("len_group {} cluster {} ({})", pl.col("len_group"), pl.col("cluster"), pl.lit(self.method)),
         )
-        per_group = per_group_stats(groups, cluster, chosen, edges)
-        stats = {
-            "method": self.method,
-            "budget": "koquality formula" if quota is None else f"quota {int(quota.sum()):,}",
-            "clusters_total": len(members_of),
-            "groups": len(group_ids),
-            **{k: v for k, v in cluster_stats.items() if k not in ("groups", "clusters_total")},
-            "per_group": per_group,
-            "selected": int(chosen.sum()),
-            "selected_share": round(float(chosen.mean()), 6),
-            **score_stats,
-        }
-        note = share_note(self.ratio, float(chosen.mean()), len(members_of), n, self.method)
-        if note:
-            stats["note"] = note
+        stats = selection_stats(self, quota, members_of, groups, cluster, chosen, edges,
+                                clustering={k: v for k, v in cluster_stats.items() if k not in ("groups", "clusters_total")},
+                                after=score_stats)
         if self.method == "diverse" and quota is not None and int(quota.sum()) > int(chosen.sum()):
             stats["diverse_shortfall"] = int(quota.sum()) - int(chosen.sum())
         return StepResult(kept, removed, stats)
+
+
+def selection_stats(step, quota, members_of, groups: np.ndarray, cluster: np.ndarray, chosen: np.ndarray, edges,
+                    clustering: dict, after: dict) -> dict:
+    """The manifest stats of a selection, one shape on every engine: budget, clusters, the
+    engine's own clustering facts (`clustering`), per-group picks, the share, `after`, a note."""
+    stats = {
+        "method": step.method,
+        "budget": "koquality formula" if quota is None else f"quota {int(quota.sum()):,}",
+        "clusters_total": len(members_of),
+        "groups": len(np.unique(groups)),
+        **clustering,
+        "per_group": per_group_stats(groups, cluster, chosen, edges),
+        "selected": int(chosen.sum()),
+        "selected_share": round(float(chosen.mean()), 6),
+        **after,
+    }
+    note = share_note(step.ratio, float(chosen.mean()), len(members_of), len(chosen), step.method)
+    if note:
+        stats["note"] = note
+    return stats
 
 
 def per_group_stats(groups: np.ndarray, cluster: np.ndarray, chosen: np.ndarray, edges) -> list[dict]:
@@ -330,5 +338,5 @@ def koquality_count(cluster_sizes: np.ndarray, ratio: float) -> int:
     return int(sum(math.ceil(int(s) / step) for s in cluster_sizes))
 
 
-__all__ = ["METHODS", "Select", "kmeans", "koquality_count", "length_groups", "pick", "quotas", "systematic",
+__all__ = ["METHODS", "Select", "kmeans", "koquality_count", "length_groups", "pick", "quotas", "selection_stats", "systematic",
            "CHARLM", "METRICS"]

@@ -303,7 +303,7 @@ class RayExecutor:
 
     def __init__(self, address: str | None = None, num_cpus: int | None = None, partition_rows: int = PARTITION_ROWS,
                  batch_rows: int = BATCH_ROWS, actors: int | None = None, sample_rows: int | None = None,
-                 nprobe: int | None = None, nlist: int | None = None):
+                 nprobe: int | None = None, nlist: int | None = None, spill: int | None = None):
         self.address = address
         self.num_cpus = num_cpus
         self.partition_rows = partition_rows
@@ -312,6 +312,8 @@ class RayExecutor:
         self.sample_rows = sample_rows
         self.nprobe = nprobe
         self.nlist = nlist
+        #: cells each row lives in for semantic dedup (None: ray_semantic.RAY_SPILL)
+        self.spill = spill
         #: exact dedup by the narrow shuffle of key hashes (False: shuffle whole rows and run the
         #: step per partition, the first version; kept for benchmarks/bench_engine.py --exact-rows)
         self.exact_narrow = True
@@ -547,16 +549,30 @@ def _hash64(texts: Sequence[str]) -> np.ndarray:
                        count=len(texts)).view(np.int64)
 
 
+def _hash128(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """XXH3-128 of each text as two int64 columns (high, low half).
+
+    The keep rule groups rows on this: two different texts share it with chance ~1e-21 at
+    100M rows, where a 64-bit key would merge two different rows with chance ~3e-4."""
+    import xxhash
+
+    digest = xxhash.xxh3_128_intdigest
+    both = np.frombuffer(b"".join(digest(t.encode("utf-8", "surrogatepass")).to_bytes(16, "little") for t in texts),
+                         dtype=np.uint64).reshape(-1, 2).view(np.int64)
+    return np.ascontiguousarray(both[:, 1]), np.ascontiguousarray(both[:, 0])
+
+
 def _exact_narrow(batch, step: Step):
-    """Per-batch part: only what the keep rule needs, 8-byte hashes instead of the texts."""
+    """Per-batch part: only what the keep rule needs, hashes instead of the texts."""
     from ..dedup import check_columns
 
     frame = _as_frame(batch)
     check_columns(frame, step.columns)
     prompts, keys, olen = _exact_texts(frame, step)
+    high, low = _hash128(keys)
     return pl.DataFrame({
         KEY: _hash64(prompts),  # the shuffle key: every row of one prompt in one partition
-        "_kc_full": _hash64(keys), "_kc_olen": pl.Series(olen, dtype=pl.Int64),
+        "_kc_full": high, "_kc_full2": low, "_kc_olen": pl.Series(olen, dtype=pl.Int64),
         "_kc_empty": pl.Series([not p for p in prompts], dtype=pl.Boolean),
         POS: frame[POS], "id": frame["id"].cast(pl.String),
     }).to_arrow()
@@ -568,13 +584,14 @@ def _exact_decide(batch, step: Step):
     frame = _as_frame(batch)
     empty = frame.filter(pl.col("_kc_empty"))
     work = frame.filter(~pl.col("_kc_empty"))
+    full = ["_kc_full", "_kc_full2"]  # the 128-bit hash of the key text
     if step.keep == "longest-output":
-        ranked = work.sort(["_kc_full", "_kc_olen", POS], descending=[False, True, False])
+        ranked = work.sort([*full, "_kc_olen", POS], descending=[False, False, True, False])
     else:
-        ranked = work.sort(["_kc_full", POS])
-    winners = ranked.group_by("_kc_full", maintain_order=True).first().select(
-        "_kc_full", pl.col("id").alias("_keep_id"), pl.col(POS).alias("_keep_pos"))
-    work = work.join(winners, on="_kc_full", how="left")
+        ranked = work.sort([*full, POS])
+    winners = ranked.group_by(full, maintain_order=True).first().select(
+        *full, pl.col("id").alias("_keep_id"), pl.col(POS).alias("_keep_pos"))
+    work = work.join(winners, on=full, how="left")
     kept = work.filter(pl.col(POS) == pl.col("_keep_pos"))
     dropped = work.filter(pl.col(POS) != pl.col("_keep_pos"))
     stats = {"rule": step.rule, "key": "+".join(step.key_columns()), "groups": winners.height,
@@ -658,7 +675,7 @@ def _decide_task():
 
 def run_exact(executor, step: Step, ds, ctx: RunContext, rows: int | None) -> RayStepOutput:
     """Exact dedup on Ray: hashes and lengths per batch (the texts normalised once), a hash
-    shuffle of those narrow rows (about 40 bytes each) on the prompt hash, the keep rule per
+    shuffle of those narrow rows (about 50 bytes each) on the prompt hash, the keep rule per
     partition, the removed rows' decisions gathered and broadcast, then one filter pass over
     the rows. The wide rows are never shuffled.
 
@@ -670,7 +687,7 @@ def run_exact(executor, step: Step, ds, ctx: RunContext, rows: int | None) -> Ra
 
     start = time.perf_counter()
     rows = rows if rows is not None else ds.count()
-    # narrow rows are ~40 bytes: a partition of a million is ~40 MB; at least one per CPU
+    # narrow rows are ~50 bytes: a partition of a million is ~50 MB; at least one per CPU
     parts = max(2, int(executor._cpus()), -(-rows // NARROW_PARTITION_ROWS))
     narrow = ds.map_batches(_exact_narrow, batch_format="pyarrow", fn_kwargs={"step": step})
     try:

@@ -90,7 +90,7 @@ def run_select(executor, step, ds, ctx: RunContext, rows: int | None = None):
     import ray
 
     from ..cluster import kmeans, length_groups
-    from ..select import cells_and_quotas, per_group_stats, pick, share_note
+    from ..select import cells_and_quotas, pick, selection_stats
     from .ray_data import RayStepOutput
 
     start = time.perf_counter()
@@ -178,24 +178,14 @@ def run_select(executor, step, ds, ctx: RunContext, rows: int | None = None):
     out = ds.map_batches(_mark, batch_format="pyarrow", fn_kwargs={"shared": table, "step": step, "seed": ctx.seed})
 
     group_ids = np.unique(groups)
-    per_group = per_group_stats(groups, cluster, chosen, edges)
-    stats = {
-        "method": step.method,
-        "budget": "koquality formula" if quota is None else f"quota {int(quota.sum()):,}",
-        "clusters_total": len(members_of),
-        "groups": len(group_ids),
+    stats = selection_stats(step, quota, members_of, groups, cluster, chosen, edges, clustering={
         "groups_with_fewer_rows_than_clusters": shrunk,
         "length_cut_points": edges,
-        "per_group": per_group,
-        "selected": int(chosen.sum()),
-        "selected_share": round(float(chosen.mean()), 6),
+    }, after={
         "kmeans_sample_rows": {str(g): int(min(len(pos[groups == g]), limit if limit is not None else
                                                POINTS_PER_CENTROID * min(step.clusters, int((groups == g).sum()))))
                                for g in group_ids.tolist()},
-    }
-    note = share_note(step.ratio, float(chosen.mean()), len(members_of), n, step.method)
-    if note:
-        stats["note"] = note
+    })
     output = executor.split(step, out, start, "lengths and centroids gathered; assignment per block")
     output.record.stats = {**stats, "engine": output.record.stats.get("engine")}
     return RayStepOutput(output.kept, output.removed, output.record, output.record.stats)

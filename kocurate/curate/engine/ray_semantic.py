@@ -4,11 +4,13 @@
    the shared embedding cache) and whether its text is empty;
 2. the driver gathers a seeded sample of 16 vectors per cell (as `index.CellIndex` trains) and
    runs FAISS spherical k-means on it: `nlist` centroids (`index.ivf_params`);
-3. per block: each row's `nprobe` nearest cells; the nearest is its home. One record per
-   (row, probed cell), vector included;
+3. per block: each row's `nprobe` nearest cells; the nearest `spill` of them are its homes.
+   One record per (row, probed cell), vector included;
 4. a hash shuffle on the cell (``repartition(keys=[cell])``) puts each cell's homes and
    visitors in one partition; per cell one product visitors x homes finds every pair above the
-   threshold with the home row earlier in input order (the only pairs the greedy pass reads);
+   threshold with the home row earlier in input order (the only pairs the greedy pass reads).
+   A pair is found when a cell the query probes is one of the other row's homes, and reported
+   by the first such cell only (the records carry their probe lists);
 5. the driver gathers the pairs (positions, score, the earlier row's id) and resolves them with
    `dedup.SemanticResult` (greedy in input order, keep-first), then a filter marks the rows.
 
@@ -27,8 +29,13 @@ from ..step import RunContext
 
 #: cells each row visits on Ray (CellIndex visits 32; 8 keeps the shuffle at 8 copies of a vector)
 RAY_NPROBE = 8
+#: cells each row lives in (its nearest RAY_SPILL probes). The shuffle already carries a record
+#: per probed cell, so homes cost no shuffle volume, only larger products per cell; see
+#: benchmarks/results/engine.md for the measured agreement with the local path.
+RAY_SPILL = 8
 CELL = "_kc_cell"
 HOME = "_kc_home"
+PROBES = "_kc_probes"
 
 
 class SemanticFeatures:
@@ -87,7 +94,7 @@ def run_semantic(executor, step, ds, ctx: RunContext, rows: int | None = None):
     pairs_q = pairs_j = np.zeros(0, np.int64)
     pairs_s = np.zeros(0, np.float32)
     pairs_id: list[str] = []
-    nlist = nprobe = 0
+    nlist = nprobe = spill = 0
     if n > 1:
         nlist = int(min(executor.nlist or ivf_params(n, RAY_NPROBE)[0], n))
         nprobe = int(min(executor.nprobe or RAY_NPROBE, nlist))
@@ -99,15 +106,16 @@ def run_semantic(executor, step, ds, ctx: RunContext, rows: int | None = None):
         kmeans = faiss.Kmeans(dim, nlist, niter=6, seed=ctx.seed, spherical=True, max_points_per_centroid=per_cell,
                               min_points_per_centroid=1, verbose=False)
         kmeans.train(vecs)
-        centroids = ray.put((np.ascontiguousarray(kmeans.centroids, dtype=np.float32), nprobe))
+        spill = int(min(getattr(executor, "spill", None) or RAY_SPILL, nprobe))
+        centroids = ray.put((np.ascontiguousarray(kmeans.centroids, dtype=np.float32), nprobe, spill))
     if row_rule:
-        table = _row_rule_pairs(executor, step, features, centroids, nlist, nprobe, n, threshold) if n > 1 else None
+        table = _row_rule_pairs(executor, step, features, centroids, nlist, nprobe, spill, n, threshold) if n > 1 else None
         removed_pos, twins, sims, details, counted = _resolve_row_rule(table, threshold, step.row_check().max_edges)
         decision = ray.put((removed_pos, twins, sims, empty_pos, float(threshold), details))
         out = ds.map_batches(_mark_semantic, batch_format="pyarrow", fn_kwargs={"shared": decision, "step": step})
         output = executor.split(step, out, start, f"cells by a hash shuffle: nlist {nlist}, nprobe {nprobe}; "
                                                   "second stage in the workers")
-        stats = {**resolved, "threshold": threshold, "search": f"ray-ivf (nlist {nlist}, nprobe {nprobe})",
+        stats = {**resolved, "threshold": threshold, "search": f"ray-ivf (nlist {nlist}, nprobe {nprobe}, spill {spill})",
                  "passing_pairs": counted, "semantic_duplicates": int(len(removed_pos)), "empty_text": int(len(empty_pos))}
         output.record.stats = {**stats, "engine": output.record.stats.get("engine")}
         out = RayStepOutput(output.kept, output.removed, output.record, output.record.stats)
@@ -119,7 +127,7 @@ def run_semantic(executor, step, ds, ctx: RunContext, rows: int | None = None):
         parts = max(2, min(nlist, -(-n * nprobe // executor.partition_rows)))
         radius = float(np.nextafter(np.float32(threshold), np.float32(-1)))
         found = records.repartition(parts, keys=[CELL]).map_batches(
-            _cell_pairs, batch_size=None, batch_format="pyarrow", fn_kwargs={"radius": radius})
+            _cell_pairs, batch_size=None, batch_format="pyarrow", fn_kwargs={"radius": radius, "spill": spill})
         try:
             tables = [t for t in ray.get(found.materialize().to_arrow_refs()) if t.num_rows]
         except Exception as exc:
@@ -150,7 +158,7 @@ def run_semantic(executor, step, ds, ctx: RunContext, rows: int | None = None):
                         empty_pos, float(threshold)))
     out = ds.map_batches(_mark_semantic, batch_format="pyarrow", fn_kwargs={"shared": decision, "step": step})
     output = executor.split(step, out, start, f"cells by a hash shuffle: nlist {nlist}, nprobe {nprobe}")
-    stats = {**resolved, "threshold": threshold, "search": f"ray-ivf (nlist {nlist}, nprobe {nprobe})",
+    stats = {**resolved, "threshold": threshold, "search": f"ray-ivf (nlist {nlist}, nprobe {nprobe}, spill {spill})",
              "pairs_earlier": int(pairs_q.size), "semantic_duplicates": int(len(removed_pos)),
              "empty_text": int(len(empty_pos))}
     output.record.stats = {**stats, "engine": output.record.stats.get("engine")}
@@ -175,34 +183,40 @@ def _probe_cells(batch, shared):
     from .ray_data import POS, resolve
     from .ray_select import _vectors
 
-    centroids, nprobe = resolve(shared)
+    centroids, nprobe, spill = resolve(shared)
     table = batch.filter(pc.invert(batch.column("empty")))
+    probes_of = lambda cells: pa.FixedSizeListArray.from_arrays(pa.array(cells.reshape(-1), pa.int32()), nprobe)  # noqa: E731
     if not table.num_rows:
         return pa.table({CELL: pa.array([], pa.int64()), HOME: pa.array([], pa.bool_()), POS: pa.array([], pa.int64()),
                          "id": pa.array([], pa.large_string()),
-                         "vec": pa.FixedSizeListArray.from_arrays(pa.array([], pa.float32()), centroids.shape[1])})
+                         "vec": pa.FixedSizeListArray.from_arrays(pa.array([], pa.float32()), centroids.shape[1]),
+                         PROBES: probes_of(np.zeros((0, nprobe), np.int32))})
     vecs = np.ascontiguousarray(_vectors(table))
     index = faiss.IndexFlatIP(centroids.shape[1])
     index.add(centroids)
-    _, cells = index.search(vecs, nprobe)
+    _, cells = index.search(vecs, nprobe)  # nearest first; -1 only when there are fewer cells
+    rank = np.tile(np.arange(nprobe), len(vecs))
     rows = np.repeat(np.arange(len(vecs)), nprobe)
     flat = cells.reshape(-1)
     valid = flat >= 0
-    rows, flat = rows[valid], flat[valid]
-    home = np.zeros(len(flat), dtype=bool)
-    home[np.r_[0, np.flatnonzero(np.diff(rows)) + 1]] = True  # the first (nearest) probe is the home
+    rows, flat, rank = rows[valid], flat[valid], rank[valid]
     taken = table.take(pa.array(rows))
-    columns = {CELL: flat.astype(np.int64), HOME: home, POS: taken.column(POS),
-               "id": taken.column("id").cast(pa.large_string()), "vec": taken.column("vec")}
+    columns = {CELL: flat.astype(np.int64), HOME: rank < spill, POS: taken.column(POS),
+               "id": taken.column("id").cast(pa.large_string()), "vec": taken.column("vec"),
+               PROBES: probes_of(cells[rows].astype(np.int32))}
     for name in (*TEXT, NKEY):  # the row rule checks pairs in the cell: the rows' texts ride along
         if name in taken.column_names:
             columns[name] = taken.column(name)
     return pa.table(columns)
 
 
-def _cell_hits(cell: np.ndarray, home: np.ndarray, vecs: np.ndarray, radius: float):
+def _cell_hits(cell: np.ndarray, home: np.ndarray, vecs: np.ndarray, radius: float, probes: np.ndarray, spill: int):
     """Per cell (rows sorted by `cell`): (row, home row, cosine) for every row whose cosine to a
-    row that lives in the cell exceeds `radius`; one matrix product per cell."""
+    row that lives in the cell exceeds `radius`; one matrix product per cell.
+
+    `probes[r]`: record r's row's probed cells, nearest first; its homes are the first `spill`.
+    A pair can meet in several cells when rows live in more than one: it is reported by the
+    smallest cell that the query probes and the other row lives in, so exactly once."""
     starts = np.r_[0, np.flatnonzero(np.diff(cell)) + 1, len(cell)]
     for lo, hi in zip(starts[:-1], starts[1:]):
         homes = lo + np.flatnonzero(home[lo:hi])
@@ -210,10 +224,23 @@ def _cell_hits(cell: np.ndarray, home: np.ndarray, vecs: np.ndarray, radius: flo
             continue
         sims = vecs[lo:hi] @ vecs[homes].T
         r, k = np.nonzero(sims > radius)
-        yield lo + r, homes[k], sims[r, k]
+        a, b, sim = lo + r, homes[k], sims[r, k]
+        if spill > 1 and a.size:
+            visited, lives = probes[a], probes[b, :spill]
+            met = (visited[:, :, None] == lives[:, None, :]).any(axis=2)
+            first = np.where(met & (visited >= 0), visited, np.iinfo(np.int32).max).min(axis=1)
+            once = first == cell[lo]
+            a, b, sim = a[once], b[once], sim[once]
+        yield a, b, sim
 
 
-def _cell_pairs(batch, radius: float):
+def _probe_lists(batch, order: np.ndarray) -> np.ndarray:
+    """The PROBES column of a batch as an int32 (records x nprobe) array, in `order`."""
+    column = batch.column(PROBES).combine_chunks()
+    return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, column.type.list_size)[order]
+
+
+def _cell_pairs(batch, radius: float, spill: int):
     import pyarrow as pa
 
     from .ray_data import POS
@@ -232,7 +259,7 @@ def _cell_pairs(batch, radius: float):
     ids = [ids[i] for i in order]
     vecs = np.ascontiguousarray(_vectors(batch)[order])
     qs, js, ss, jid = [], [], [], []
-    for a, b, sim in _cell_hits(cell, home, vecs, radius):
+    for a, b, sim in _cell_hits(cell, home, vecs, radius, _probe_lists(batch, order), spill):
         q, j = pos[a], pos[b]
         earlier = j < q
         qs.append(q[earlier])
@@ -323,7 +350,7 @@ def _check_batch(rows: pl.DataFrame, a: np.ndarray, b: np.ndarray, s: np.ndarray
     return check_pair_index(features, b, a, s, check)  # the earlier row (b) first, as the local pass
 
 
-def _cell_row_pairs(batch, radius: float, check):
+def _cell_row_pairs(batch, radius: float, check, spill: int):
     """Per cell: visitors x homes above the radius with the home earlier, numbers equal, checked."""
     from .ray_data import POS
     from .ray_select import _vectors
@@ -337,7 +364,7 @@ def _cell_row_pairs(batch, radius: float, check):
     pos, nkey = frame[POS].to_numpy(), frame[NKEY].to_numpy()
     vecs = np.ascontiguousarray(_vectors(batch.take(order)))
     ra, rb, ss = [], [], []
-    for a, b, sim in _cell_hits(cell, home, vecs, radius):
+    for a, b, sim in _cell_hits(cell, home, vecs, radius, _probe_lists(batch, order), spill):
         keep = (pos[b] < pos[a]) & (nkey[a] == nkey[b])
         ra.append(a[keep])
         rb.append(b[keep])
@@ -421,11 +448,12 @@ def _rank_row_pairs(batch, max_checks: int):
 
 
 def _as_rows(batch) -> pl.DataFrame:
-    frame = pl.from_arrow(batch.drop_columns(["vec"]) if "vec" in batch.column_names else batch)
+    frame = pl.from_arrow(batch.drop_columns([c for c in ("vec", PROBES) if c in batch.column_names]))
     return frame if isinstance(frame, pl.DataFrame) else frame.to_frame()
 
 
-def _row_rule_pairs(executor, step, features, centroids, nlist: int, nprobe: int, n: int, threshold: float):
+def _row_rule_pairs(executor, step, features, centroids, nlist: int, nprobe: int, spill: int, n: int,
+                    threshold: float):
     """The passing pairs of the row rule, gathered (a table: q, j, s, rank, forced, signals, j_id)."""
     import pyarrow as pa
     import ray
@@ -439,7 +467,7 @@ def _row_rule_pairs(executor, step, features, centroids, nlist: int, nprobe: int
     try:  # one shuffle at a time: each holds its own aggregators
         cos = cells.repartition(parts, keys=[CELL]).map_batches(
             _cell_row_pairs, batch_size=None, batch_format="pyarrow",
-            fn_kwargs={"radius": radius, "check": check}).materialize()
+            fn_kwargs={"radius": radius, "check": check, "spill": spill}).materialize()
         groups = features.map_batches(_group_records, batch_format="pyarrow").repartition(
             max(2, -(-n // executor.partition_rows)), keys=[GKEY])
         twins = groups.map_batches(_group_row_pairs, batch_size=None, batch_format="pyarrow",
