@@ -42,14 +42,10 @@ sys.path.insert(0, str(ROOT / "benchmarks" / "neardup"))
 
 from kocurate.curate.dedup import (CANDIDATE_THRESHOLDS, DEFAULT_THRESHOLDS, RowCheck, RowView,  # noqa: E402
                                    compare)
+from kocurate.curate.calibrate import load_pairs, score  # noqa: E402
 from kocurate.curate.embed import embed_texts, normalize_text  # noqa: E402
 
-PAIRS = ROOT / "benchmarks" / "neardup" / "pairs.jsonl"
-
-
-def load(split: str) -> list[dict]:
-    pairs = [json.loads(line) for line in PAIRS.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [p for p in pairs if p["split"] == split]
+load = load_pairs  # the pairs of one split (benchmarks/neardup/pairs.jsonl, shipped in the wheel too)
 
 
 def prompt(row: dict) -> str:
@@ -99,17 +95,6 @@ def minhash_decisions(pairs: list[dict]) -> list[bool] | None:
         result = step.run(frame, ctx)
         out.append("b" not in result.kept["id"].to_list())
     return out
-
-
-def score(pairs: list[dict], decisions: list[bool]) -> dict:
-    by = defaultdict(list)
-    for p, d in zip(pairs, decisions):
-        by[(p["label"], p["kind"])].append(bool(d))
-    found = [d for (lab, _), v in by.items() if lab == "dup" for d in v]
-    false = [d for (lab, _), v in by.items() if lab == "keep" for d in v]
-    return {"found": float(np.mean(found)), "false": float(np.mean(false)),
-            "worst_negative": max(float(np.mean(v)) for (lab, _), v in by.items() if lab == "keep"),
-            "kinds": {kind: float(np.mean(v)) for (_, kind), v in sorted(by.items())}}
 
 
 def table(pairs: list[dict], results: dict[str, dict]) -> str:

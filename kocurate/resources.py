@@ -17,3 +17,12 @@ def resource_dir(name: str) -> Path:
         if candidate.is_dir():
             return candidate
     raise FileNotFoundError(f"kocurate resource folder '{name}' not found next to {_PKG}")
+
+
+def resource_file(name: str, checkout: str) -> Path:
+    """Return the shipped file `name` (inside the package in a wheel), or the repository's own
+    copy at `checkout` (relative to the repository root) in an editable checkout."""
+    for candidate in (_PKG / name, _PKG.parent / checkout):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"kocurate resource '{name}' not found in the package or at {_PKG.parent / checkout}")

@@ -448,12 +448,44 @@ def test_cli_columns_naming_a_missing_or_empty_column(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
-def test_st_embedder_row_rule_resolves_its_own_default(tiny_st_encoder):
-    """The st: path under the row rule (the tiny test encoder, not a calibrated model): its
-    family default is used and recorded, and the templated articles still all stay."""
-    result = SemanticDedup(embedder=f"st:{tiny_st_encoder}").run(_law_rows(), RunContext())
-    assert result.stats["threshold"] == 0.7 and "st embedders" in result.stats["threshold_from"]
+def test_st_embedder_row_rule_is_calibrated_on_the_dev_split_once(tiny_st_encoder, tmp_path, monkeypatch):
+    """An st: model under the row rule without --threshold gets a candidate cosine chosen for it
+    on the benchmark's dev split (cached per model); the templated articles still all stay."""
+    from kocurate.curate import calibrate as cal
+
+    ctx = RunContext(cache_dir=tmp_path / "cache")
+    result = SemanticDedup(embedder=f"st:{tiny_st_encoder}").run(_law_rows(), ctx)
+    assert result.stats["threshold"] in cal.GRID
+    assert result.stats["threshold_from"].startswith("calibrated for this model on the Korean near-duplicate")
     assert result.kept.height == 30
+    assert len(list((tmp_path / "cache" / "calibration").glob("row-rule-*.json"))) == 1
+    monkeypatch.setattr(cal, "load_pairs", lambda split: pytest.fail("the cached calibration was not used"))
+    again = SemanticDedup(embedder=f"st:{tiny_st_encoder}").run(_law_rows(), ctx)
+    assert again.stats["threshold"] == result.stats["threshold"]
+    given = SemanticDedup(embedder=f"st:{tiny_st_encoder}", threshold=0.9).run(_law_rows(), ctx)
+    assert given.stats["threshold_from"] == "given"
+
+
+def test_calibration_choice_follows_the_cosines():
+    """`choose`: the most duplicates found within the limits, the highest such threshold; a model
+    that separates the labels gets a high threshold, one that does not gets the most conservative."""
+    from kocurate.curate.calibrate import GRID, choose, load_pairs, row_rule_parts
+
+    pairs = load_pairs("dev")
+    assert pairs and all(p["split"] == "dev" for p in pairs)
+    passing, twins = row_rule_parts(pairs)
+    dup = np.array([p["label"] == "dup" for p in pairs])
+    separating = choose(pairs, np.where(dup, 0.97, 0.3), passing, twins, "separating")
+    assert separating.threshold == GRID[-1] and separating.meets_limits and separating.found >= 0.9
+    # every pair at 0.99: the cosine says nothing, the second stage alone decides at any threshold
+    flat = choose(pairs, np.full(len(pairs), 0.99), passing, twins, "flat")
+    assert flat.threshold == GRID[-1]
+    # duplicates at 0.62, must-keep pairs at 0.99: every threshold lets the must-keep pairs in, only
+    # 0.6 and below let the duplicates in too: the highest of those, or the most conservative
+    inverted = choose(pairs, np.where(dup, 0.62, 0.99), passing, twins, "inverted")
+    assert inverted.threshold == (0.6 if inverted.meets_limits else GRID[-1])
+    hidden = choose(pairs, np.where(dup, 0.3, 0.99), passing, twins, "hidden")  # duplicates below every threshold
+    assert inverted.found > hidden.found
 
 
 def test_cli_method_minhash_composes_with_exact(tmp_path):
@@ -480,8 +512,9 @@ def test_row_rule_rethreshold_removes_less_at_a_higher_candidate_cosine():
 # the row rule's second stage as a batch function (check_pairs), and the streamed pass built on it
 
 def _bench_pairs():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "neardup" / "pairs.jsonl"
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    from kocurate.curate.calibrate import load_pairs
+
+    return load_pairs("dev") + load_pairs("test")
 
 
 def test_check_pairs_decides_every_pair_as_compare_does():

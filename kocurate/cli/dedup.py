@@ -30,7 +30,8 @@ _optional_output = [
                    "candidates checked on Korean jamo n-grams, numbers and named things). instruction: Platypus's rule "
                    "(instruction+input only: exact key without the output, cosine alone).")
 @click.option("--threshold", default=None, type=float, metavar="COSINE",
-              help="row rule: the candidate cosine (default per embedder: default/use 0.6, lexical 0.5, st: 0.7). "
+              help="row rule: the candidate cosine (default per embedder: default/use 0.6, lexical 0.5; an st: model is "
+                   "calibrated on the bundled Korean near-duplicate dev pairs at first use and cached). "
                    "instruction rule: a row is kept only if its max cosine to kept rows is <= this "
                    "(default/use 0.8, lexical 0.8, st: 0.9; Platypus used 0.7 with all-MiniLM-L6-v2). In (0, 1].")
 @apply(embed_options)
@@ -200,7 +201,8 @@ def _print_analysis(report, threshold) -> None:
     would.add_column("share", justify="right")
     from ..curate.dedup import default_threshold
 
-    chosen = threshold if threshold is not None else default_threshold(report.embedder, report.rule)
+    chosen = threshold if threshold is not None else (
+        report.default_threshold if report.default_threshold is not None else default_threshold(report.embedder, report.rule))
     for t, n in report.would_remove.items():
         mark = " <- " + ("chosen" if threshold is not None else "default") if abs(t - chosen) < 1e-9 else ""
         would.add_row(f"{t:.2f}{mark}", f"{n:,}", f"{n / max(report.rows, 1):.1%}")

@@ -78,8 +78,9 @@ RULES = ("row", "instruction")
 #: `instruction` rule: cosine thresholds per embedder family (benchmarks/results/dedup.md).
 DEFAULT_THRESHOLDS = {"use": 0.8, "lexical": 0.8, "st": 0.9}
 #: `row` rule: candidate cosine per embedder family, chosen on the dev split of
-#: benchmarks/neardup (benchmarks/results/neardup.md). st: is not calibrated (no Korean
-#: sentence-transformers model offline here): a conservative value.
+#: benchmarks/neardup (benchmarks/results/neardup.md). An st: model is calibrated on the same
+#: split at first use (`resolve_threshold`, `calibrate.py`); 0.7 is only the fallback of
+#: `default_threshold`, which does not load models.
 CANDIDATE_THRESHOLDS = {"use": 0.6, "lexical": 0.5, "st": 0.7}
 #: Thresholds `--analyze` reports.
 ANALYZE_THRESHOLDS = (0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.98)
@@ -120,9 +121,22 @@ def embedder_family(embedder: str | Embedder) -> str:
 
 
 def default_threshold(embedder: str | Embedder, rule: str = "instruction") -> float:
-    """The calibrated default for an embedder spec or instance under `rule`."""
+    """The shipped default for an embedder family under `rule` (no model is loaded)."""
     table = CANDIDATE_THRESHOLDS if rule == "row" else DEFAULT_THRESHOLDS
     return table[embedder_family(embedder)]
+
+
+def resolve_threshold(embedder: str | Embedder, rule: str = "row", cache_dir=None) -> tuple[float, str]:
+    """(threshold, where it comes from) when none is given: the shipped default, except a
+    sentence-transformers model under the row rule, which is calibrated on the benchmark's dev
+    split at first use (cached per model under `cache_dir`)."""
+    family = embedder_family(embedder)
+    if rule == "row" and family == "st":
+        from .calibrate import calibrate
+
+        found = calibrate(embedder, cache_dir)
+        return found.threshold, found.describe()
+    return default_threshold(embedder, rule), f"default of the {rule} rule for {family} embedders"
 
 
 def _param(value):
@@ -1240,13 +1254,14 @@ class SemanticDedup(Step):
         counts = {f"embed_{k}": v for k, v in counts.items() if k in ("truncated", "cached", "max_chars")}
         return frame, texts, vectors, empty, model, counts
 
-    def resolve(self, model: Embedder | str) -> dict:
+    def resolve(self, model: Embedder | str, cache_dir=None) -> dict:
         """The parameters actually used (the manifest records them)."""
-        threshold = self.threshold if self.threshold is not None else default_threshold(model, self.rule)
+        if self.threshold is not None:
+            threshold, source = self.threshold, "given"
+        else:
+            threshold, source = resolve_threshold(model, self.rule, cache_dir)
         name = model.name if isinstance(model, Embedder) else model
-        resolved = {"rule": self.rule, "embedder": name, "threshold": threshold,
-                    "threshold_from": "given" if self.threshold is not None
-                    else f"default of the {self.rule} rule for {embedder_family(model)} embedders"}
+        resolved = {"rule": self.rule, "embedder": name, "threshold": threshold, "threshold_from": source}
         if self.rule == "row":
             resolved["second_stage"] = {**self.row_check().describe(), "grams": "jamo (NFD) n-grams of the squashed text"}
         return resolved
@@ -1262,7 +1277,7 @@ class SemanticDedup(Step):
         if not frame.height:
             return self.keep_all(frame)
         frame, _, vectors, empty, model, embed_counts = self.embed(frame, ctx)
-        resolved = self.resolve(model)
+        resolved = self.resolve(model, ctx.cache_dir)
         result = self.search_rows(frame, vectors, resolved["threshold"], ctx)
         stats = {**resolved, **result.stats, **embed_counts,
                  "semantic_duplicates": result.removed_count, "empty_text": empty.height}
@@ -1301,6 +1316,9 @@ class Analysis:
     search: str
     rule: str = "row"
     same_prompt_different_output: int = 0
+    #: the threshold `dedup` would use without --threshold, and where it comes from
+    default_threshold: float | None = None
+    threshold_from: str = ""
 
 
 def analyze(frame: pl.DataFrame, ctx: RunContext, *, embedder: str = "default",
@@ -1330,10 +1348,13 @@ def analyze(frame: pl.DataFrame, ctx: RunContext, *, embedder: str = "default",
     edges = [-1.0, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.98, 1.0001]
     counts, _ = np.histogram(best, bins=edges)
     histogram = [(max(lo, -1.0), min(hi, 1.0), int(c)) for lo, hi, c in zip(edges[:-1], edges[1:], counts)]
+    default, source = resolve_threshold(model, rule, ctx.cache_dir)
+    if default >= min(thresholds):  # the default's own count, when it is not one of the listed thresholds
+        thresholds = tuple(sorted({*thresholds, default}))
     return Analysis(
         rows=len(vectors), embedder=model.name, histogram=histogram, would_remove=result.counts_at(thresholds),
         exact_duplicates=exact_removed, empty_text=empty_count, search=method, rule=rule,
-        same_prompt_different_output=same_prompt,
+        same_prompt_different_output=same_prompt, default_threshold=default, threshold_from=source,
     )
 
 
@@ -1341,6 +1362,7 @@ __all__ = [
     "ANALYZE_THRESHOLDS", "CANDIDATE_THRESHOLDS", "DEFAULT_THRESHOLDS", "KEEP_POLICIES", "RULES", "Analysis", "ExactDedup",
     "PairChecks", "RowCheck", "RowFeatures", "RowView", "SemanticDedup", "SemanticResult", "SemanticStepResult", "analyze",
     "check_columns", "check_pair_index", "check_pairs", "check_rule", "check_threshold", "compare", "default_threshold",
-    "describe_signals", "exact_keys", "first_members", "gram_sets", "group_pairs", "resolve_row_pairs", "row_keys",
+    "describe_signals", "exact_keys", "first_members", "gram_sets", "group_pairs", "resolve_row_pairs", "resolve_threshold",
+    "row_keys",
     "row_texts", "select_candidates", "squash_texts", "stream_dedup",
 ]

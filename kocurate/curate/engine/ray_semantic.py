@@ -78,7 +78,7 @@ def run_semantic(executor, step, ds, ctx: RunContext, rows: int | None = None):
     start = time.perf_counter()
     row_rule = getattr(step, "rule", "instruction") == "row"
     model = load_embedder(step.embedder) if isinstance(step.embedder, str) else step.embedder
-    resolved = step.resolve(model) if hasattr(step, "resolve") else {"embedder": model.name}
+    resolved = step.resolve(model, ctx.cache_dir) if hasattr(step, "resolve") else {"embedder": model.name}
     threshold = resolved.get("threshold") or (step.threshold if step.threshold is not None else default_threshold(model))
     cache = None if ctx.cache_dir is None else str(ctx.cache_dir)
     from .ray_data import map_features
