@@ -314,8 +314,8 @@ class RayExecutor:
         self.nlist = nlist
         #: cells each row lives in for semantic dedup (None: ray_semantic.RAY_SPILL)
         self.spill = spill
-        #: exact dedup by the narrow shuffle of key hashes (False: shuffle whole rows and run the
-        #: step per partition, the first version; kept for benchmarks/bench_engine.py --exact-rows)
+        #: exact dedup and cap by a narrow shuffle (key hashes / tasks and positions). False: shuffle
+        #: whole rows and run the step per partition, the first version (bench_engine.py --exact-rows)
         self.exact_narrow = True
         self._started = False
 
@@ -344,6 +344,8 @@ class RayExecutor:
         cache = None if ctx.cache_dir is None else str(ctx.cache_dir)
         if step.name == "exact-dedup" and self.exact_narrow and hasattr(step, "key_columns"):
             return run_exact(self, step, ds, ctx, rows)
+        if step.name == "cap" and self.exact_narrow:
+            return run_cap(self, step, ds, ctx, rows)
         if step.name in KEYED_STEPS:
             rows = rows if rows is not None else ds.count()
             parts = max(2, -(-rows // self.partition_rows))
@@ -599,15 +601,12 @@ def _exact_decide(batch, step: Step):
     if step.rule == "row":
         stats["same_prompt_different_output"] = int(kept.height - kept[KEY].n_unique())
     removed = {k: v for k, v in (("empty-text", empty.height), ("exact-duplicate", dropped.height)) if v}
-    counters = json.dumps({"rows_in": frame.height, "rows_out": kept.height, "removed": removed, "stats": stats})
+    counters = {"rows_in": frame.height, "rows_out": kept.height, "removed": removed, "stats": stats}
     decisions = pl.concat([
         empty.select(POS, pl.lit("empty-text").alias("reason"), pl.lit(None, pl.String).alias("dup_of")),
         dropped.select(POS, pl.lit("exact-duplicate").alias("reason"), pl.col("_keep_id").alias("dup_of")),
-        pl.DataFrame({POS: [-1], "reason": [None], "dup_of": [None]},  # carries the counters
-                     schema={POS: pl.Int64, "reason": pl.String, "dup_of": pl.String}),
     ])
-    stats_col = [None] * (decisions.height - 1) + [counters]
-    return decisions.with_columns(pl.Series(STATS, stats_col, dtype=pl.String)).to_arrow()
+    return _decisions_table(decisions, counters)
 
 
 def _exact_apply(batch, step: Step, decisions):
@@ -646,12 +645,12 @@ def _split_narrow(table, parts: int):
     return cuts if parts > 1 else cuts[0]
 
 
-def _decide_narrow(step: Step, *pieces):
-    """Reduce side: one partition's pieces from every block, decided (whole prompt groups)."""
+def _decide_narrow(decide: Callable, fn_kwargs: dict, *pieces):
+    """Reduce side: one partition's pieces from every block, decided (whole key groups)."""
     import pyarrow as pa
 
     tables = [t for t in pieces if t.num_rows] or list(pieces[:1])
-    return _exact_decide(pa.concat_tables(tables), step)
+    return decide(pa.concat_tables(tables), **fn_kwargs)
 
 
 _TASKS: dict = {}
@@ -673,6 +672,39 @@ def _decide_task():
     return _TASKS["decide"]
 
 
+def _narrow_decisions(executor, ds, rows: int, narrow: Callable, decide: Callable, fn_kwargs: dict):
+    """Per batch `narrow` (a few columns per row, KEY among them), a shuffle of those narrow rows
+    on KEY into partitions by plain Ray tasks, `decide` per partition (whole key groups).
+    Returns (the removed rows' decisions sorted by position, the partitions' counters, parts)."""
+    import pyarrow as pa
+    import ray
+
+    # narrow rows are ~50 bytes: a partition of a million is ~50 MB; at least one per CPU
+    parts = max(2, int(executor._cpus()), -(-rows // NARROW_PARTITION_ROWS))
+    narrow_ds = ds.map_batches(narrow, batch_format="pyarrow", fn_kwargs=fn_kwargs)
+    try:
+        blocks = narrow_ds.to_arrow_refs()  # the narrow rows stay in the object store
+        split = _split_task().options(num_returns=parts)
+        pieces = [split.remote(block, parts) for block in blocks]
+        pieces = [p if isinstance(p, list) else [p] for p in pieces]
+        task = _decide_task()
+        tables = ray.get([task.remote(decide, fn_kwargs, *[p[i] for p in pieces]) for i in range(parts)])
+    except Exception as exc:
+        raise unwrap(exc) from None
+    table = pl.from_arrow(pa.concat_tables([t for t in tables if t.num_rows]))
+    counters = [json.loads(c) for c in table[STATS].drop_nulls().to_list()]
+    decisions = table.filter(pl.col(POS) >= 0).drop(STATS).sort(POS)
+    return decisions, counters, parts
+
+
+def _decisions_table(decisions: pl.DataFrame, counters: dict):
+    """A partition's decisions plus one row (position -1) carrying its counters."""
+    carrier = pl.DataFrame({POS: [-1]}, schema={POS: pl.Int64})
+    both = pl.concat([decisions, carrier], how="diagonal_relaxed")
+    stats_col = [None] * (both.height - 1) + [json.dumps(counters)]
+    return both.with_columns(pl.Series(STATS, stats_col, dtype=pl.String)).to_arrow()
+
+
 def run_exact(executor, step: Step, ds, ctx: RunContext, rows: int | None) -> RayStepOutput:
     """Exact dedup on Ray: hashes and lengths per batch (the texts normalised once), a hash
     shuffle of those narrow rows (about 50 bytes each) on the prompt hash, the keep rule per
@@ -682,26 +714,12 @@ def run_exact(executor, step: Step, ds, ctx: RunContext, rows: int | None) -> Ra
     The shuffle is plain Ray tasks (each narrow block split into `parts` objects, one task per
     partition concatenates its pieces): Ray Data's hash shuffle starts aggregator actors per
     job, which cost 10+ s here for 5 MB of narrow rows (benchmarks/results/engine.md)."""
-    import pyarrow as pa
     import ray
 
     start = time.perf_counter()
     rows = rows if rows is not None else ds.count()
-    # narrow rows are ~50 bytes: a partition of a million is ~50 MB; at least one per CPU
-    parts = max(2, int(executor._cpus()), -(-rows // NARROW_PARTITION_ROWS))
-    narrow = ds.map_batches(_exact_narrow, batch_format="pyarrow", fn_kwargs={"step": step})
-    try:
-        blocks = narrow.to_arrow_refs()  # the narrow rows stay in the object store
-        split = _split_task().options(num_returns=parts)
-        pieces = [split.remote(block, parts) for block in blocks]
-        pieces = [p if isinstance(p, list) else [p] for p in pieces]
-        decide = _decide_task()
-        tables = ray.get([decide.remote(step, *[p[i] for p in pieces]) for i in range(parts)])
-    except Exception as exc:
-        raise unwrap(exc) from None
-    table = pl.from_arrow(pa.concat_tables([t for t in tables if t.num_rows]))
-    counters = [json.loads(c) for c in table[STATS].drop_nulls().to_list()]
-    decisions = table.filter(pl.col(POS) >= 0).select(POS, "reason", "dup_of").sort(POS)
+    decisions, counters, parts = _narrow_decisions(executor, ds, rows, _exact_narrow, _exact_decide, {"step": step})
+    decisions = decisions.select(POS, "reason", "dup_of")
     record = merge_counters(step, counters, 0.0)
     ref = ray.put(decisions.to_arrow())
     out = ds.map_batches(_exact_apply, batch_format="pyarrow", fn_kwargs={"step": step, "decisions": ref})
@@ -712,6 +730,90 @@ def run_exact(executor, step: Step, ds, ctx: RunContext, rows: int | None) -> Ra
                               f"{decisions.height:,} decisions broadcast, one filter pass)")
     output = RayStepOutput(kept, removed, record, record.stats)
     output._hold = ref  # the broadcast lives as long as the output's lazy datasets
+    return output
+
+
+# --------------------------------------------------------------------------------------------
+# cap: the same narrow shuffle (task, position), each task's seeded sample per partition
+
+
+def _cap_narrow(batch, step: Step, seed: int = 0):
+    """Per-batch part of cap: each row's task (nulls folded as Cap folds them) and position (`seed`:
+    the decide side's, unused here)."""
+    from ..cap import NO_TASK
+
+    frame = _as_frame(batch)
+    col = step.task_column
+    if col not in frame.columns:
+        step.run(frame.head(0), RunContext())  # raises Cap's own one-line error for the missing column
+    tasks = frame[col].cast(pl.String)
+    folded = tasks.fill_null(NO_TASK)
+    return pl.DataFrame({KEY: folded.hash(seed=7).cast(pl.Int64, wrap_numerical=True), "_kc_task": folded,
+                         "_kc_null": tasks.is_null(), POS: frame[POS]}).to_arrow()
+
+
+def _cap_decide(batch, step: Step, seed: int):
+    """Global part, per partition (whole tasks): `Cap.run`'s sample of each task, on positions
+    (input order, as the local step sees its rows)."""
+    from ..cap import task_generator
+
+    frame = _as_frame(batch).sort(POS)
+    removed_pos, table = [], {}
+    for (task,), group in frame.group_by("_kc_task", maintain_order=True):
+        rows = group[POS].to_numpy()
+        if len(rows) > step.per_task:
+            keep = task_generator(seed, task).choice(rows, size=step.per_task, replace=False)
+            removed_pos.append(np.setdiff1d(rows, keep, assume_unique=True))
+        table[task] = [int(len(rows)), int(min(len(rows), step.per_task))]
+    gone = np.concatenate(removed_pos) if removed_pos else np.zeros(0, np.int64)
+    kept = frame.height - len(gone)
+    stats = {"tasks": len(table), "tasks_capped": sum(1 for b, _ in table.values() if b > step.per_task),
+             "rows_before": frame.height, "rows_after": kept, "null_task_rows": int(frame["_kc_null"].sum()),
+             "per_task": table}
+    counters = {"rows_in": frame.height, "rows_out": kept, "removed": {"over-cap": len(gone)} if len(gone) else {},
+                "stats": stats}
+    return _decisions_table(pl.DataFrame({POS: gone.astype(np.int64)}, schema={POS: pl.Int64}), counters)
+
+
+def _cap_apply(batch, step: Step, decisions):
+    """Per-batch part again: the rows over their task's cap removed, as Cap.run marks them."""
+    from ..cap import NO_TASK
+
+    frame = _as_frame(batch)
+    frame = frame.drop([c for c in (KIND, STATS, KEY) if c in frame.columns])
+    over = np.isin(frame[POS].to_numpy(), resolve(decisions))
+    mask = pl.Series(over)
+    gone = removal_frame(
+        frame.filter(mask), step.name, "over-cap",
+        detail=pl.format("task {} over {} rows", pl.col(step.task_column).cast(pl.String).fill_null(NO_TASK),
+                         pl.lit(step.per_task)),
+    ) if over.any() else frame.head(0)
+    kept = _removal_columns(frame.filter(~mask)).with_columns(pl.lit(0, pl.Int8).alias(KIND))
+    gone = _removal_columns(gone).with_columns(pl.lit(1, pl.Int8).alias(KIND))
+    both = pl.concat([kept, gone], how="diagonal_relaxed") if gone.height else kept
+    return both.with_columns(pl.lit(None, pl.String).alias(STATS)).to_arrow()
+
+
+def run_cap(executor, step: Step, ds, ctx: RunContext, rows: int | None) -> RayStepOutput:
+    """Cap on Ray: (task, position) per batch, shuffled narrow on the task (as exact dedup's
+    hashes), each task's seeded sample taken per partition, the over-cap positions broadcast,
+    one filter pass. The wide rows are never shuffled."""
+    import ray
+
+    start = time.perf_counter()
+    rows = rows if rows is not None else ds.count()
+    decisions, counters, parts = _narrow_decisions(executor, ds, rows, _cap_narrow, _cap_decide,
+                                                   {"step": step, "seed": ctx.seed})
+    record = merge_counters(step, counters, 0.0)
+    ref = ray.put(decisions[POS].to_numpy())
+    out = ds.map_batches(_cap_apply, batch_format="pyarrow", fn_kwargs={"step": step, "decisions": ref})
+    kept = out.map_batches(_only, batch_format="pyarrow", fn_kwargs={"kind": 0})
+    removed = out.map_batches(_only, batch_format="pyarrow", fn_kwargs={"kind": 1})
+    record.seconds = round(time.perf_counter() - start, 3)
+    record.stats["engine"] = (f"ray (narrow shuffle of (task, position) into {parts} partitions by Ray tasks, "
+                              f"{decisions.height:,} over-cap positions broadcast, one filter pass)")
+    output = RayStepOutput(kept, removed, record, record.stats)
+    output._hold = ref
     return output
 
 
