@@ -10,7 +10,7 @@
    visitors in one partition; per cell one product visitors x homes finds every pair above the
    threshold with the home row earlier in input order (the only pairs the greedy pass reads).
    A pair is found when a cell the query probes is one of the other row's homes, and reported
-   by the first such cell only (the records carry their probe lists);
+   by the smallest such cell only (the records carry their probe lists);
 5. the driver gathers the pairs (positions, score, the earlier row's id) and resolves them with
    `dedup.SemanticResult` (greedy in input order, keep-first), then a filter marks the rows.
 
