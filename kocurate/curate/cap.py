@@ -26,6 +26,20 @@ def task_generator(seed: int, task: str) -> np.random.Generator:
     return np.random.default_rng([int(seed) % (2**32), zlib.crc32(task.encode("utf-8"))])
 
 
+def task_sample(seed: int, task: str, rows: np.ndarray, per_task: int) -> np.ndarray:
+    """The rows (in input order) one task keeps: all of them up to `per_task`, else its seeded sample."""
+    if len(rows) <= per_task:
+        return rows
+    return task_generator(seed, task).choice(rows, size=per_task, replace=False)
+
+
+def cap_stats(table: dict, per_task: int, rows_before: int, rows_after: int, null_task_rows: int) -> dict:
+    """The manifest stats of a cap (`table`: task -> [rows, kept]), one shape on every engine."""
+    return {"tasks": len(table), "tasks_capped": sum(1 for b, _ in table.values() if b > per_task),
+            "rows_before": rows_before, "rows_after": rows_after, "null_task_rows": null_task_rows,
+            "per_task": table}
+
+
 @dataclass
 class Cap(Step):
     """Keep at most `per_task` rows of every task (seeded sample), all rows of smaller tasks."""
@@ -53,10 +67,7 @@ class Cap(Step):
         table = {}
         for task in ctx.track(sorted(by_task), f"capping {len(by_task):,} tasks at {self.per_task}"):
             rows = np.asarray(by_task[task], dtype=np.int64)
-            if len(rows) <= self.per_task:
-                keep[rows] = True
-            else:
-                keep[task_generator(ctx.seed, task).choice(rows, size=self.per_task, replace=False)] = True
+            keep[task_sample(ctx.seed, task, rows, self.per_task)] = True
             table[task] = [int(len(rows)), int(min(len(rows), self.per_task))]
         mask = pl.Series(keep)
         kept = frame.filter(mask)
@@ -64,12 +75,5 @@ class Cap(Step):
             frame.filter(~mask), self.name, "over-cap",
             detail=pl.format("task {} over {} rows", pl.col(col).cast(pl.String).fill_null(NO_TASK), pl.lit(self.per_task)),
         )
-        stats = {
-            "tasks": len(by_task),
-            "tasks_capped": sum(1 for b, _ in table.values() if b > self.per_task),
-            "rows_before": frame.height,
-            "rows_after": int(keep.sum()),
-            "null_task_rows": int(frame[col].is_null().sum()),
-            "per_task": table,
-        }
+        stats = cap_stats(table, self.per_task, frame.height, int(keep.sum()), int(frame[col].is_null().sum()))
         return StepResult(kept, removed, stats)

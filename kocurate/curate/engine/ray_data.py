@@ -672,7 +672,8 @@ def _decide_task():
     return _TASKS["decide"]
 
 
-def _narrow_decisions(executor, ds, rows: int, narrow: Callable, decide: Callable, fn_kwargs: dict):
+def _narrow_decisions(executor, ds, rows: int, narrow: Callable, decide: Callable, narrow_kwargs: dict,
+                      decide_kwargs: dict):
     """Per batch `narrow` (a few columns per row, KEY among them), a shuffle of those narrow rows
     on KEY into partitions by plain Ray tasks, `decide` per partition (whole key groups).
     Returns (the removed rows' decisions sorted by position, the partitions' counters, parts)."""
@@ -681,14 +682,14 @@ def _narrow_decisions(executor, ds, rows: int, narrow: Callable, decide: Callabl
 
     # narrow rows are ~50 bytes: a partition of a million is ~50 MB; at least one per CPU
     parts = max(2, int(executor._cpus()), -(-rows // NARROW_PARTITION_ROWS))
-    narrow_ds = ds.map_batches(narrow, batch_format="pyarrow", fn_kwargs=fn_kwargs)
+    narrow_ds = ds.map_batches(narrow, batch_format="pyarrow", fn_kwargs=narrow_kwargs)
     try:
         blocks = narrow_ds.to_arrow_refs()  # the narrow rows stay in the object store
         split = _split_task().options(num_returns=parts)
         pieces = [split.remote(block, parts) for block in blocks]
         pieces = [p if isinstance(p, list) else [p] for p in pieces]
         task = _decide_task()
-        tables = ray.get([task.remote(decide, fn_kwargs, *[p[i] for p in pieces]) for i in range(parts)])
+        tables = ray.get([task.remote(decide, decide_kwargs, *[p[i] for p in pieces]) for i in range(parts)])
     except Exception as exc:
         raise unwrap(exc) from None
     table = pl.from_arrow(pa.concat_tables([t for t in tables if t.num_rows]))
@@ -718,7 +719,8 @@ def run_exact(executor, step: Step, ds, ctx: RunContext, rows: int | None) -> Ra
 
     start = time.perf_counter()
     rows = rows if rows is not None else ds.count()
-    decisions, counters, parts = _narrow_decisions(executor, ds, rows, _exact_narrow, _exact_decide, {"step": step})
+    decisions, counters, parts = _narrow_decisions(executor, ds, rows, _exact_narrow, _exact_decide, {"step": step},
+                                                   {"step": step})
     decisions = decisions.select(POS, "reason", "dup_of")
     record = merge_counters(step, counters, 0.0)
     ref = ray.put(decisions.to_arrow())
@@ -737,9 +739,8 @@ def run_exact(executor, step: Step, ds, ctx: RunContext, rows: int | None) -> Ra
 # cap: the same narrow shuffle (task, position), each task's seeded sample per partition
 
 
-def _cap_narrow(batch, step: Step, seed: int = 0):
-    """Per-batch part of cap: each row's task (nulls folded as Cap folds them) and position (`seed`:
-    the decide side's, unused here)."""
+def _cap_narrow(batch, step: Step):
+    """Per-batch part of cap: each row's task (nulls folded as Cap folds them) and position."""
     from ..cap import NO_TASK
 
     frame = _as_frame(batch)
@@ -755,21 +756,19 @@ def _cap_narrow(batch, step: Step, seed: int = 0):
 def _cap_decide(batch, step: Step, seed: int):
     """Global part, per partition (whole tasks): `Cap.run`'s sample of each task, on positions
     (input order, as the local step sees its rows)."""
-    from ..cap import task_generator
+    from ..cap import cap_stats, task_sample
 
     frame = _as_frame(batch).sort(POS)
     removed_pos, table = [], {}
     for (task,), group in frame.group_by("_kc_task", maintain_order=True):
         rows = group[POS].to_numpy()
         if len(rows) > step.per_task:
-            keep = task_generator(seed, task).choice(rows, size=step.per_task, replace=False)
+            keep = task_sample(seed, task, rows, step.per_task)
             removed_pos.append(np.setdiff1d(rows, keep, assume_unique=True))
         table[task] = [int(len(rows)), int(min(len(rows), step.per_task))]
     gone = np.concatenate(removed_pos) if removed_pos else np.zeros(0, np.int64)
     kept = frame.height - len(gone)
-    stats = {"tasks": len(table), "tasks_capped": sum(1 for b, _ in table.values() if b > step.per_task),
-             "rows_before": frame.height, "rows_after": kept, "null_task_rows": int(frame["_kc_null"].sum()),
-             "per_task": table}
+    stats = cap_stats(table, step.per_task, frame.height, kept, int(frame["_kc_null"].sum()))
     counters = {"rows_in": frame.height, "rows_out": kept, "removed": {"over-cap": len(gone)} if len(gone) else {},
                 "stats": stats}
     return _decisions_table(pl.DataFrame({POS: gone.astype(np.int64)}, schema={POS: pl.Int64}), counters)
@@ -802,7 +801,7 @@ def run_cap(executor, step: Step, ds, ctx: RunContext, rows: int | None) -> RayS
 
     start = time.perf_counter()
     rows = rows if rows is not None else ds.count()
-    decisions, counters, parts = _narrow_decisions(executor, ds, rows, _cap_narrow, _cap_decide,
+    decisions, counters, parts = _narrow_decisions(executor, ds, rows, _cap_narrow, _cap_decide, {"step": step},
                                                    {"step": step, "seed": ctx.seed})
     record = merge_counters(step, counters, 0.0)
     ref = ray.put(decisions[POS].to_numpy())
