@@ -34,10 +34,13 @@ MAX_WORST_NEGATIVE = 0.02
 SLACK = 0.005
 
 
+def pairs_path() -> Path:
+    return resource_file("neardup/pairs.jsonl", checkout="benchmarks/neardup/pairs.jsonl")
+
+
 def load_pairs(split: str) -> list[dict]:
     """The benchmark's labelled pairs of one split (`dev` calibrates, `test` reports)."""
-    path = resource_file("neardup/pairs.jsonl", checkout="benchmarks/neardup/pairs.jsonl")
-    pairs = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    pairs = [json.loads(line) for line in pairs_path().read_text(encoding="utf-8").splitlines() if line.strip()]
     return [p for p in pairs if p["split"] == split]
 
 
@@ -124,7 +127,9 @@ def calibrate(embedder, cache_dir: Path | None = None) -> Calibration:
     model = load_embedder(embedder) if isinstance(embedder, str) else embedder
     path = None
     if cache_dir is not None:
-        digest = hashlib.sha256(model.name.encode("utf-8")).hexdigest()[:16]
+        # the model, the pairs and the rule name the cached choice: a new benchmark or rule recomputes it
+        rule = json.dumps([model.name, GRID, MAX_FALSE, MAX_WORST_NEGATIVE, SLACK]).encode("utf-8")
+        digest = hashlib.sha256(rule + hashlib.sha256(pairs_path().read_bytes()).digest()).hexdigest()[:16]
         path = Path(cache_dir) / "calibration" / f"row-rule-{digest}.json"
         if path.is_file():
             try:
