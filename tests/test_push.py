@@ -390,11 +390,15 @@ def test_revision_branch_and_pull_request(tmp_path, hub_env, fake_hub):
     assert fake_hub.files("me/ko-set") == {}  # a PR does not touch main
 
 
-def test_dry_run_lists_files_and_sends_nothing(tmp_path, hub_env, fake_hub):
+def test_dry_run_lists_files_and_sends_nothing(tmp_path, hub_env, fake_hub, monkeypatch):
     import tempfile
 
     folder = make_folder(tmp_path / "ko-set")
     before = {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()}
+    # a temp folder of this test's own: another process's push on the machine stages in the shared one
+    own_tmp = tmp_path.parent / f"{tmp_path.name}-tmp"
+    own_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(own_tmp))
     staged_before = set(Path(tempfile.gettempdir()).glob("kocurate-push-*"))
     result = CliRunner().invoke(main, push_args(folder, "--dry-run", endpoint=fake_hub.url))
     assert result.exit_code == 0, result.output
