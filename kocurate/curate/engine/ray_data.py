@@ -722,14 +722,20 @@ def run_exact(executor, step: Step, ds, ctx: RunContext, rows: int | None) -> Ra
     decisions, counters, parts = _narrow_decisions(executor, ds, rows, _exact_narrow, _exact_decide, {"step": step},
                                                    {"step": step})
     decisions = decisions.select(POS, "reason", "dup_of")
+    return _apply_decisions(step, ds, _exact_apply, ray.put(decisions.to_arrow()), counters, start,
+                            f"narrow hash shuffle of key hashes into {parts} partitions by Ray tasks, "
+                            f"{decisions.height:,} decisions broadcast, one filter pass")
+
+
+def _apply_decisions(step: Step, ds, apply: Callable, ref, counters: list[dict], start: float, how: str) -> RayStepOutput:
+    """The filter pass of a narrow-shuffle step: `apply` marks each batch's rows from the broadcast
+    decisions `ref`; kept and removed split; the record from the partitions' counters."""
     record = merge_counters(step, counters, 0.0)
-    ref = ray.put(decisions.to_arrow())
-    out = ds.map_batches(_exact_apply, batch_format="pyarrow", fn_kwargs={"step": step, "decisions": ref})
+    out = ds.map_batches(apply, batch_format="pyarrow", fn_kwargs={"step": step, "decisions": ref})
     kept = out.map_batches(_only, batch_format="pyarrow", fn_kwargs={"kind": 0})
     removed = out.map_batches(_only, batch_format="pyarrow", fn_kwargs={"kind": 1})
     record.seconds = round(time.perf_counter() - start, 3)
-    record.stats["engine"] = (f"ray (narrow hash shuffle of key hashes into {parts} partitions by Ray tasks, "
-                              f"{decisions.height:,} decisions broadcast, one filter pass)")
+    record.stats["engine"] = f"ray ({how})"
     output = RayStepOutput(kept, removed, record, record.stats)
     output._hold = ref  # the broadcast lives as long as the output's lazy datasets
     return output
@@ -803,17 +809,9 @@ def run_cap(executor, step: Step, ds, ctx: RunContext, rows: int | None) -> RayS
     rows = rows if rows is not None else ds.count()
     decisions, counters, parts = _narrow_decisions(executor, ds, rows, _cap_narrow, _cap_decide, {"step": step},
                                                    {"step": step, "seed": ctx.seed})
-    record = merge_counters(step, counters, 0.0)
-    ref = ray.put(decisions[POS].to_numpy())
-    out = ds.map_batches(_cap_apply, batch_format="pyarrow", fn_kwargs={"step": step, "decisions": ref})
-    kept = out.map_batches(_only, batch_format="pyarrow", fn_kwargs={"kind": 0})
-    removed = out.map_batches(_only, batch_format="pyarrow", fn_kwargs={"kind": 1})
-    record.seconds = round(time.perf_counter() - start, 3)
-    record.stats["engine"] = (f"ray (narrow shuffle of (task, position) into {parts} partitions by Ray tasks, "
-                              f"{decisions.height:,} over-cap positions broadcast, one filter pass)")
-    output = RayStepOutput(kept, removed, record, record.stats)
-    output._hold = ref
-    return output
+    return _apply_decisions(step, ds, _cap_apply, ray.put(decisions[POS].to_numpy()), counters, start,
+                            f"narrow shuffle of (task, position) into {parts} partitions by Ray tasks, "
+                            f"{decisions.height:,} over-cap positions broadcast, one filter pass")
 
 
 __all__ = ["KIND", "POS", "RayExecutor", "RayStepOutput", "ensure_ray", "from_frame", "read_shards", "to_frame"]
