@@ -177,6 +177,7 @@ def _print_analysis(report, threshold) -> None:
     head.add_row("rule", report.rule)
     head.add_row("embedder", report.embedder)
     head.add_row("search", report.search)
+    head.add_row("default --threshold", f"{report.default_threshold} ({report.threshold_from})")
     head.add_row("exact duplicates", f"{report.exact_duplicates:,}")
     if report.same_prompt_different_output:
         head.add_row("same prompt, different output", f"{report.same_prompt_different_output:,} kept")
@@ -199,10 +200,7 @@ def _print_analysis(report, threshold) -> None:
     would.add_column("--threshold", justify="right")
     would.add_column("removed", justify="right")
     would.add_column("share", justify="right")
-    from ..curate.dedup import default_threshold
-
-    chosen = threshold if threshold is not None else (
-        report.default_threshold if report.default_threshold is not None else default_threshold(report.embedder, report.rule))
+    chosen = threshold if threshold is not None else report.default_threshold
     for t, n in report.would_remove.items():
         mark = " <- " + ("chosen" if threshold is not None else "default") if abs(t - chosen) < 1e-9 else ""
         would.add_row(f"{t:.2f}{mark}", f"{n:,}", f"{n / max(report.rows, 1):.1%}")

@@ -1316,8 +1316,8 @@ class Analysis:
     search: str
     rule: str = "row"
     same_prompt_different_output: int = 0
-    #: the threshold `dedup` would use without --threshold, and where it comes from
-    default_threshold: float | None = None
+    #: the threshold `dedup` would use without --threshold, and where it comes from (`resolve_threshold`)
+    default_threshold: float = 0.0
     threshold_from: str = ""
 
 
