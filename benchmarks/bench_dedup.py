@@ -228,6 +228,96 @@ def cmd_recall(args) -> dict:
             "maxrss_mib": round(maxrss_mib())}
 
 
+def cmd_faiss(args) -> dict:
+    """kocurate's `CellIndex` against FAISS's own `IndexIVFFlat` (the same cells and probes) and
+    `IndexHNSWFlat` on the same vectors, one process, one run: build and search time, and pair
+    recall of each against exact flat search on the same 2,000 sampled queries.
+
+    kocurate searches every row (what `dedup` does); FAISS searches `--faiss-queries` rows and
+    its full-pass time is that time scaled to n (a query's cost does not depend on the others).
+    HNSW: M 32, efConstruction 128, efSearch 128, range search (FAISS's own parameters).
+    """
+    import faiss
+
+    from kocurate.curate.index import CellIndex, build_index, range_pairs, recall_sample
+
+    faiss.omp_set_num_threads(os.cpu_count() or 1)
+    vectors = synthetic(args.rows, args.dim)
+    n, dim = vectors.shape
+    picks = recall_sample(n, args.sample)
+    exact = range_pairs(build_index(vectors, method="exact"), vectors[picks], args.threshold)
+    want = exact.query_index() * n + exact.ids
+    want = want[exact.ids != picks[exact.query_index()]]
+    radius = float(np.nextafter(np.float32(args.threshold), np.float32(-1)))  # >= threshold, as kocurate
+    queries = np.sort(np.random.default_rng(7).choice(n, min(args.faiss_queries, n), replace=False))
+
+    def clock():
+        return time.perf_counter(), time.process_time()
+
+    def since(t):
+        return round(time.perf_counter() - t[0], 1), round(time.process_time() - t[1], 1)
+
+    def recall_of(lims, ids) -> float:
+        got = np.repeat(np.arange(len(picks), dtype=np.int64), np.diff(lims).astype(np.int64)) * n + ids.astype(np.int64)
+        return round(float(np.isin(want, got).mean()), 5) if want.size else 1.0
+
+    out = {"bench": "faiss", "rows": n, "dim": dim, "threshold": args.threshold, "sample_queries": len(picks),
+           "exact_pairs": int(want.size), "faiss_threads": faiss.omp_get_max_threads()}
+    t = clock()
+    index = CellIndex(vectors)
+    build = since(t)
+    t = clock()
+    pairs = range_pairs(index, vectors, args.threshold, method="ivf")
+    search = since(t)
+    found = range_pairs(index, vectors[picks], args.threshold, method="ivf")
+    out["kocurate_cells"] = {"nlist": index.nlist, "nprobe": index.nprobe, "build_s": build[0], "build_cpu_s": build[1],
+                             "search_all_s": search[0], "search_all_cpu_s": search[1], "pairs": int(pairs.ids.size),
+                             "recall": recall_of(found.lims, found.ids)}
+    print(json.dumps(out["kocurate_cells"]), file=sys.stderr, flush=True)
+    del pairs
+
+    # FAISS IVF over kocurate's own cells: the same candidates, FAISS's per-query list scan
+    t = clock()
+    ivf = faiss.IndexIVFFlat(index.quantizer, dim, index.nlist, faiss.METRIC_INNER_PRODUCT)
+    ivf.add(vectors)
+    ivf.nprobe = index.nprobe
+    add = since(t)
+    t = clock()
+    ivf.range_search(vectors[queries], radius)
+    part = since(t)
+    lims, _, ids = ivf.range_search(vectors[picks], radius)
+    scale = n / len(queries)
+    out["faiss_ivf"] = {"nlist": index.nlist, "nprobe": index.nprobe, "add_s": add[0], "queries_timed": len(queries),
+                        "search_part_s": part[0], "search_part_cpu_s": part[1],
+                        "search_all_s_scaled": round(part[0] * scale, 1), "search_all_cpu_s_scaled": round(part[1] * scale, 1),
+                        "recall": recall_of(lims, ids)}
+    print(json.dumps(out["faiss_ivf"]), file=sys.stderr, flush=True)
+    del ivf
+    ours = out["kocurate_cells"]["build_s"] + out["kocurate_cells"]["search_all_s"]
+    out["ratio_vs_faiss_ivf"] = round(ours / (add[0] + out["faiss_ivf"]["search_all_s_scaled"] + build[0]), 3)
+    if args.skip_hnsw:
+        out["maxrss_mib"] = round(maxrss_mib())
+        return out
+
+    t = clock()
+    hnsw = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
+    hnsw.hnsw.efConstruction = 128
+    hnsw.add(vectors)
+    build_h = since(t)
+    hnsw.hnsw.efSearch = 128
+    t = clock()
+    hnsw.range_search(vectors[queries], radius)
+    part = since(t)
+    lims, _, ids = hnsw.range_search(vectors[picks], radius)
+    out["faiss_hnsw"] = {"M": 32, "efConstruction": 128, "efSearch": 128, "build_s": build_h[0], "build_cpu_s": build_h[1],
+                         "queries_timed": len(queries), "search_part_s": part[0],
+                         "search_all_s_scaled": round(part[0] * scale, 1), "recall": recall_of(lims, ids)}
+    print(json.dumps(out["faiss_hnsw"]), file=sys.stderr, flush=True)
+    out["ratio_vs_faiss_hnsw"] = round(ours / (build_h[0] + out["faiss_hnsw"]["search_all_s_scaled"]), 3)
+    out["maxrss_mib"] = round(maxrss_mib())
+    return out
+
+
 def cmd_memory(args) -> dict:
     vectors = synthetic(args.rows, args.dim)
     seconds, kept, method = run_kocurate(vectors, args.threshold, args.method)
@@ -457,7 +547,7 @@ def cmd_embed(args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("bench", choices=["peer", "recall", "memory", "quality", "candidates", "e2e", "embed", "all"])
+    parser.add_argument("bench", choices=["peer", "recall", "faiss", "memory", "quality", "candidates", "e2e", "embed", "all"])
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--threshold", type=float, default=0.9)
@@ -468,6 +558,9 @@ def main() -> None:
     parser.add_argument("--nlists", default="", help="recall: comma-separated nlist values (default: ivf_params)")
     parser.add_argument("--spills", default="", help="recall: comma-separated spill values (cells per indexed row)")
     parser.add_argument("--nprobes", default="", help="recall: comma-separated nprobe values (default: ivf_params)")
+    parser.add_argument("--faiss-queries", type=int, default=20000,
+                        help="faiss: rows FAISS searches (its full-pass time is scaled from them)")
+    parser.add_argument("--skip-hnsw", action="store_true", help="faiss: leave out the HNSW build (the slow part)")
     parser.add_argument("--embedder", default="default")
     parser.add_argument("--thresholds", default="0.8,0.85,0.9")
     parser.add_argument("--cache", default=None)
@@ -485,7 +578,7 @@ def main() -> None:
     if not args.inline:
         cmd = [sys.executable, __file__, *sys.argv[1:], "--inline"]
         sys.exit(subprocess.run(cmd, env={**os.environ, "PYTHONPATH": str(ROOT)}).returncode)
-    result = {"peer": cmd_peer, "recall": cmd_recall, "memory": cmd_memory, "quality": cmd_quality,
+    result = {"peer": cmd_peer, "recall": cmd_recall, "faiss": cmd_faiss, "memory": cmd_memory, "quality": cmd_quality,
               "candidates": cmd_candidates, "e2e": cmd_e2e, "embed": cmd_embed}[args.bench](args)
     print(json.dumps(result, ensure_ascii=False))
 

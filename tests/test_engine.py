@@ -374,3 +374,37 @@ def test_cell_hits_finds_each_pair_once_where_a_probed_cell_is_a_home(spill):
                 if sims[q, j] > 0.8 and set(probes[q].tolist()) & set(probes[j, :spill].tolist())}
     assert len(found) == len(set(found))  # once each
     assert set(found) == expected and len(expected) > rows  # self-pairs and real neighbours
+
+
+def test_position_bitmap_holds_exactly_the_given_positions():
+    """The over-cap broadcast: membership of every position, including past the bitmap's end."""
+    from kocurate.curate.engine.ray_data import in_bitmap, position_bitmap
+
+    rng = np.random.default_rng(3)
+    removed = np.unique(rng.choice(10_000, size=700, replace=False))
+    bitmap = position_bitmap(removed)
+    assert bitmap.nbytes == -(-(int(removed.max()) + 1) // 8)
+    probe = np.arange(12_000)
+    assert np.array_equal(np.flatnonzero(in_bitmap(bitmap, probe)), removed)
+    assert not in_bitmap(position_bitmap(np.zeros(0, np.int64)), probe).any()
+
+
+@pytest.mark.parametrize("embedder, gpus, expected", [
+    ("lexical", 2, {"concurrency": 4}),           # hashing: CPU actors even where GPUs exist
+    ("default", 2, {"concurrency": 2, "num_gpus": 1}),
+    ("st:./some-model", 1, {"concurrency": 1, "num_gpus": 1}),
+    ("default", 0, {"concurrency": 4}),
+    (None, 2, {"concurrency": 4}),                # precomputed vectors: no model, no GPU
+])
+def test_actor_pool_gives_embedding_actors_a_gpu_each_where_they_use_one(monkeypatch, embedder, gpus, expected):
+    from kocurate.curate.engine import ray_data
+
+    class FourCpus:
+        actors = None
+
+        def _cpus(self):
+            return 4.0
+
+    monkeypatch.setattr(ray_data, "gpus_available", lambda: gpus)
+    assert ray_data.actor_pool(FourCpus(), embedder) == expected
+    assert ray_data.actor_pool(FourCpus(), "lexical", spare_cpus=1) == {"concurrency": 3}

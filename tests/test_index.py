@@ -135,3 +135,20 @@ def test_spilled_cells_find_each_pair_once_and_at_least_as_many():
     assert len(pairs) == len(set(pairs))  # no pair twice
     assert _pair_set(plain) <= _pair_set(spilled) <= exact
     assert len(_pair_set(spilled)) > len(_pair_set(plain))
+
+
+def test_queries_probed_in_chunks_give_the_same_pairs_and_neighbours(monkeypatch):
+    """Bounded probe lists (`PROBE_VISITS`) change the memory, never the answer."""
+    vectors = _planted(2400, seed=5)  # 3,000 rows
+    cells = CellIndex(vectors, nlist=40, nprobe=6)
+    radius = 0.85
+    whole = cells.range_search(vectors, radius)
+    whole_knn = cells.search(vectors[:700], 5)
+    monkeypatch.setattr(index_mod, "PROBE_VISITS", 6 * 257)  # 257 queries a chunk: 12 chunks, a ragged last one
+    assert len(cells._query_chunks(len(vectors))) == 12
+    chunked = cells.range_search(vectors, radius)
+    assert np.array_equal(chunked[0], whole[0]) and np.array_equal(chunked[2], whole[2])  # lims, ids
+    assert np.allclose(chunked[1], whole[1], atol=1e-6)  # BLAS sums differ in the last bit with the product's shape
+    assert whole[0][-1] > len(vectors)  # pairs beyond self-matches were found
+    chunked_knn = cells.search(vectors[:700], 5)
+    assert np.array_equal(chunked_knn[1], whole_knn[1]) and np.allclose(chunked_knn[0], whole_knn[0])

@@ -33,6 +33,20 @@ def task_sample(seed: int, task: str, rows: np.ndarray, per_task: int) -> np.nda
     return task_generator(seed, task).choice(rows, size=per_task, replace=False)
 
 
+def require_task_column(columns: list[str], column: str) -> None:
+    """The one-line error for a missing task column, on every engine."""
+    if column not in columns:
+        raise InputError(
+            f"no task column '{column}'; columns: {', '.join(columns)}; pass --task-column NAME "
+            f"(or load CoT-Collection with --preset cot-collection, which maps 'task')"
+        )
+
+
+def over_cap_detail(column: str, per_task: int) -> pl.Expr:
+    """The removed/ detail of an over-cap row, on every engine."""
+    return pl.format("task {} over {} rows", pl.col(column).cast(pl.String).fill_null(NO_TASK), pl.lit(per_task))
+
+
 def cap_stats(table: dict, per_task: int, rows_before: int, rows_after: int, null_task_rows: int) -> dict:
     """The manifest stats of a cap (`table`: task -> [rows, kept]), one shape on every engine."""
     return {"tasks": len(table), "tasks_capped": sum(1 for b, _ in table.values() if b > per_task),
@@ -54,11 +68,7 @@ class Cap(Step):
 
     def run(self, frame: pl.DataFrame, ctx: RunContext) -> StepResult:
         col = self.task_column
-        if col not in frame.columns:
-            raise InputError(
-                f"no task column '{col}'; columns: {', '.join(frame.columns)}; pass --task-column NAME "
-                f"(or load CoT-Collection with --preset cot-collection, which maps 'task')"
-            )
+        require_task_column(frame.columns, col)
         tasks = frame[col].cast(pl.String).fill_null(NO_TASK).to_list()
         by_task: dict[str, list[int]] = {}
         for i, t in enumerate(tasks):
@@ -71,9 +81,6 @@ class Cap(Step):
             table[task] = [int(len(rows)), int(min(len(rows), self.per_task))]
         mask = pl.Series(keep)
         kept = frame.filter(mask)
-        removed = removal_frame(
-            frame.filter(~mask), self.name, "over-cap",
-            detail=pl.format("task {} over {} rows", pl.col(col).cast(pl.String).fill_null(NO_TASK), pl.lit(self.per_task)),
-        )
+        removed = removal_frame(frame.filter(~mask), self.name, "over-cap", detail=over_cap_detail(col, self.per_task))
         stats = cap_stats(table, self.per_task, frame.height, int(keep.sum()), int(frame[col].is_null().sum()))
         return StepResult(kept, removed, stats)

@@ -594,6 +594,16 @@ def embedder_specs() -> str:
     return "default (USE-multilingual v3, offline), use, use-fp32, use-bf16, lexical, st:<hub id or local path>"
 
 
+def runs_on_gpu(spec) -> bool:
+    """Whether an `--embedder` value (or a loaded embedder) does its work on a GPU when one is
+    visible: the USE and sentence-transformers models do; the lexical hashing does not."""
+    if isinstance(spec, Embedder):
+        return not isinstance(spec, LexicalEmbedder)
+    spec = (spec or "default").strip()
+    key = DEFAULT_EMBEDDER if spec == "default" else spec
+    return key != "lexical"
+
+
 def load_embedder(spec: str = "default") -> Embedder:
     """Resolve an `--embedder` value. Loaded embedders are reused within the process."""
     if isinstance(spec, Embedder):

@@ -9,10 +9,12 @@ How each step runs:
 * per-row steps (drop-empty, decontaminate): ``map_batches`` over batches; decontamination in an
   actor pool whose actors load the benchmark items once (the items ride along with the step,
   i.e. broadcast through the object store) and embed through the shared embedding cache;
-* keyed steps (exact dedup, cap): a hash shuffle (``repartition(keys=...)``) on a key that puts
-  every row of a duplicate group / task in one partition, then the step's own `run` on each
-  partition in input order: a partition holds whole groups, so it decides exactly as the
-  local step decides over the whole frame;
+* exact dedup and cap: a narrow shuffle (key hashes or tasks, and positions: ~50 bytes a row)
+  by plain Ray tasks into partitions that hold whole groups / tasks, the keep rule per
+  partition in input order (so it decides exactly as the local step over the whole frame),
+  the decisions broadcast, one filter pass; the wide rows are never shuffled;
+* models run in actor pools (`actor_pool`): one GPU per actor where the cluster has GPUs and
+  the embedder runs on one (USE, sentence-transformers), else one actor per CPU;
 * select and semantic dedup: see `ray_select.py` and `ray_semantic.py` (global parts on
   lengths, centroids and pairs gathered to the driver);
 * any other step: gathered to the driver and run locally (its record says so).
@@ -81,11 +83,23 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None):
     return ray
 
 
-def map_features(executor, ds, fn, **kwargs):
-    """Run the per-batch actor `fn(**kwargs)` over `ds`, materialised. A worker's InputError comes
-    back as the same one line."""
+def actor_pool(executor, embedder=None, spare_cpus: int = 0) -> dict:
+    """`map_batches` resources of a pool of actors that embed with `embedder` (None: no model):
+    one GPU per actor, one actor per GPU, where the cluster has GPUs and the embedder runs on
+    one; else one actor per CPU (less `spare_cpus`). `RayExecutor(actors=N)` fixes the size."""
+    from ..embed import runs_on_gpu
+
+    gpus = gpus_available() if embedder is not None and runs_on_gpu(embedder) else 0
+    if gpus:
+        return {"concurrency": executor.actors or gpus, "num_gpus": 1}
+    return {"concurrency": executor.actors or max(1, int(executor._cpus()) - spare_cpus)}
+
+
+def map_features(executor, ds, fn, embedder=None, **kwargs):
+    """Run the per-batch actor `fn(**kwargs)` over `ds`, materialised, on a pool sized by
+    `actor_pool` for `embedder`. A worker's InputError comes back as the same one line."""
     out = ds.map_batches(fn, batch_size=executor.batch_rows, batch_format="pyarrow", fn_constructor_kwargs=kwargs,
-                         concurrency=executor.actors or max(1, int(executor._cpus())))
+                         **actor_pool(executor, embedder))
     try:
         return out.materialize()
     except Exception as exc:
@@ -357,12 +371,10 @@ class RayExecutor:
         elif step.name in ROW_STEPS:
             if step.name == "decontaminate":
                 step.load_items()  # once, on the driver; shipped with the step to every actor
-                gpus = 1 if (gpus_available() and str(getattr(step, "embedder", "")).startswith("st:")) else 0
-                size = self.actors or max(1, int(self._cpus() - 1) if not gpus else gpus_available())
+                pool = actor_pool(self, step.embedder, spare_cpus=1)
                 out = ds.map_batches(BatchRunner, batch_size=self.batch_rows, batch_format="pyarrow",
-                                     fn_constructor_kwargs={"step": step, "seed": ctx.seed, "cache_dir": cache},
-                                     concurrency=size, num_gpus=gpus)
-                how = f"map_batches, {size} actors"
+                                     fn_constructor_kwargs={"step": step, "seed": ctx.seed, "cache_dir": cache}, **pool)
+                how = f"map_batches, {pool['concurrency']} actors" + (", one GPU each" if pool.get("num_gpus") else "")
             else:
                 out = ds.map_batches(_run_on_batch, batch_size=self.batch_rows, batch_format="pyarrow",
                                      fn_kwargs={"step": step, "seed": ctx.seed, "cache_dir": cache})
@@ -745,14 +757,34 @@ def _apply_decisions(step: Step, ds, apply: Callable, ref, counters: list[dict],
 # cap: the same narrow shuffle (task, position), each task's seeded sample per partition
 
 
+def position_bitmap(positions: np.ndarray) -> np.ndarray:
+    """Input positions as a packed bitmap up to the largest: what a filter pass needs to test
+    membership, broadcast in at most (input rows / 8) bytes however many rows a step removes
+    (a positions array would take 8 bytes per removed row)."""
+    if not len(positions):
+        return np.zeros(0, dtype=np.uint8)
+    bits = np.zeros(int(positions.max()) + 1, dtype=bool)
+    bits[positions] = True
+    return np.packbits(bits)
+
+
+def in_bitmap(bitmap: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """Which `positions` the bitmap holds (positions past its end are not held)."""
+    positions = np.asarray(positions, dtype=np.int64)
+    held = np.zeros(len(positions), dtype=bool)
+    inside = (positions >> 3) < len(bitmap)
+    pos = positions[inside]
+    held[inside] = ((bitmap[pos >> 3] >> (7 - (pos & 7))) & 1).astype(bool)
+    return held
+
+
 def _cap_narrow(batch, step: Step):
     """Per-batch part of cap: each row's task (nulls folded as Cap folds them) and position."""
-    from ..cap import NO_TASK
+    from ..cap import NO_TASK, require_task_column
 
     frame = _as_frame(batch)
     col = step.task_column
-    if col not in frame.columns:
-        step.run(frame.head(0), RunContext())  # raises Cap's own one-line error for the missing column
+    require_task_column(frame.columns, col)
     tasks = frame[col].cast(pl.String)
     folded = tasks.fill_null(NO_TASK)
     return pl.DataFrame({KEY: folded.hash(seed=7).cast(pl.Int64, wrap_numerical=True), "_kc_task": folded,
@@ -782,17 +814,14 @@ def _cap_decide(batch, step: Step, seed: int):
 
 def _cap_apply(batch, step: Step, decisions):
     """Per-batch part again: the rows over their task's cap removed, as Cap.run marks them."""
-    from ..cap import NO_TASK
+    from ..cap import over_cap_detail
 
     frame = _as_frame(batch)
     frame = frame.drop([c for c in (KIND, STATS, KEY) if c in frame.columns])
-    over = np.isin(frame[POS].to_numpy(), resolve(decisions))
+    over = in_bitmap(resolve(decisions), frame[POS].to_numpy())
     mask = pl.Series(over)
-    gone = removal_frame(
-        frame.filter(mask), step.name, "over-cap",
-        detail=pl.format("task {} over {} rows", pl.col(step.task_column).cast(pl.String).fill_null(NO_TASK),
-                         pl.lit(step.per_task)),
-    ) if over.any() else frame.head(0)
+    gone = removal_frame(frame.filter(mask), step.name, "over-cap",
+                         detail=over_cap_detail(step.task_column, step.per_task)) if over.any() else frame.head(0)
     kept = _removal_columns(frame.filter(~mask)).with_columns(pl.lit(0, pl.Int8).alias(KIND))
     gone = _removal_columns(gone).with_columns(pl.lit(1, pl.Int8).alias(KIND))
     both = pl.concat([kept, gone], how="diagonal_relaxed") if gone.height else kept
@@ -809,9 +838,11 @@ def run_cap(executor, step: Step, ds, ctx: RunContext, rows: int | None) -> RayS
     rows = rows if rows is not None else ds.count()
     decisions, counters, parts = _narrow_decisions(executor, ds, rows, _cap_narrow, _cap_decide, {"step": step},
                                                    {"step": step, "seed": ctx.seed})
-    return _apply_decisions(step, ds, _cap_apply, ray.put(decisions[POS].to_numpy()), counters, start,
+    bitmap = position_bitmap(decisions[POS].to_numpy())
+    return _apply_decisions(step, ds, _cap_apply, ray.put(bitmap), counters, start,
                             f"narrow shuffle of (task, position) into {parts} partitions by Ray tasks, "
-                            f"{decisions.height:,} over-cap positions broadcast, one filter pass")
+                            f"{decisions.height:,} over-cap positions broadcast as a {bitmap.nbytes:,}-byte bitmap, "
+                            f"one filter pass")
 
 
 __all__ = ["KIND", "POS", "RayExecutor", "RayStepOutput", "ensure_ray", "from_frame", "read_shards", "to_frame"]

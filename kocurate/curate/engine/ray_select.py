@@ -106,7 +106,9 @@ def run_select(executor, step, ds, ctx: RunContext, rows: int | None = None):
     cache = None if ctx.cache_dir is None else str(ctx.cache_dir)
     from .ray_data import map_features
 
-    refs = map_features(executor, ds, Features, step=step, seed=ctx.seed, cache_dir=cache).to_arrow_refs()
+    embedder = None if step.embeddings else step.embedder  # precomputed vectors need no model
+    refs = map_features(executor, ds, Features, embedder=embedder, step=step, seed=ctx.seed,
+                        cache_dir=cache).to_arrow_refs()
 
     # 2. lengths (and the other per-row numbers) to the driver, in input order
     narrow = ray.get([_r("_narrow").remote(r) for r in refs])

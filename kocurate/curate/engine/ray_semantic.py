@@ -83,7 +83,7 @@ def run_semantic(executor, step, ds, ctx: RunContext, rows: int | None = None):
     cache = None if ctx.cache_dir is None else str(ctx.cache_dir)
     from .ray_data import map_features
 
-    features = map_features(executor, ds, SemanticFeatures, step=step, cache_dir=cache)
+    features = map_features(executor, ds, SemanticFeatures, embedder=step.embedder, step=step, cache_dir=cache)
     refs = features.to_arrow_refs()
     meta = ray.get([_r_sem("_positions").remote(r) for r in refs])
     pos = np.sort(np.concatenate([m[0] for m in meta]))
