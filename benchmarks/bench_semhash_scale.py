@@ -128,7 +128,9 @@ def main() -> None:
     print(f"kocurate: {ours_s:.1f} s wall, {ours_cpu:.1f} CPU-s ({method})", file=sys.stderr, flush=True)
     result = {"bench": "semhash-scale", "rows": args.rows, "dim": args.dim, "threshold": args.threshold,
               "sample": args.sample, "kocurate": {"wall_s": round(ours_s, 1), "cpu_s": round(ours_cpu, 1),
-                                                  "search": method, **compare(ours_kept, exact, rows)}}
+                                                  "search": method,
+                                                  "maxrss_mib_so_far": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                                                  **compare(ours_kept, exact, rows)}}
 
     # semhash in its own process, so it can be stopped at the limit and its peak memory is its own
     path = Path(args.work) / f"semhash_scale_{args.rows}_{args.dim}.npy"

@@ -390,11 +390,11 @@ def test_position_bitmap_holds_exactly_the_given_positions():
 
 
 @pytest.mark.parametrize("embedder, gpus, expected", [
-    ("lexical", 2, {"concurrency": 4}),           # hashing: CPU actors even where GPUs exist
-    ("default", 2, {"concurrency": 2, "num_gpus": 1}),
-    ("st:./some-model", 1, {"concurrency": 1, "num_gpus": 1}),
-    ("default", 0, {"concurrency": 4}),
-    (None, 2, {"concurrency": 4}),                # precomputed vectors: no model, no GPU
+    ("lexical", 2, (4, 0)),          # hashing: CPU actors even where GPUs exist
+    ("default", 2, (2, 1)),          # two actors, one GPU each
+    ("st:./some-model", 1, (1, 1)),
+    ("default", 0, (4, 0)),
+    (None, 2, (4, 0)),               # precomputed vectors: no model, no GPU
 ])
 def test_actor_pool_gives_embedding_actors_a_gpu_each_where_they_use_one(monkeypatch, embedder, gpus, expected):
     from kocurate.curate.engine import ray_data
@@ -407,4 +407,6 @@ def test_actor_pool_gives_embedding_actors_a_gpu_each_where_they_use_one(monkeyp
 
     monkeypatch.setattr(ray_data, "gpus_available", lambda: gpus)
     assert ray_data.actor_pool(FourCpus(), embedder) == expected
-    assert ray_data.actor_pool(FourCpus(), "lexical", spare_cpus=1) == {"concurrency": 3}
+    assert ray_data.actor_pool(FourCpus(), "lexical", spare_cpus=1) == (3, 0)
+    options = ray_data.pool_options(*expected)
+    assert options["compute"].max_size == expected[0] and options.get("num_gpus", 0) == expected[1]

@@ -83,23 +83,30 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None):
     return ray
 
 
-def actor_pool(executor, embedder=None, spare_cpus: int = 0) -> dict:
-    """`map_batches` resources of a pool of actors that embed with `embedder` (None: no model):
-    one GPU per actor, one actor per GPU, where the cluster has GPUs and the embedder runs on
-    one; else one actor per CPU (less `spare_cpus`). `RayExecutor(actors=N)` fixes the size."""
+def actor_pool(executor, embedder=None, spare_cpus: int = 0) -> tuple[int, int]:
+    """(actors, GPUs per actor) for a pool of actors that embed with `embedder` (None: no
+    model): one GPU per actor, one actor per GPU, where the cluster has GPUs and the embedder
+    runs on one; else one actor per CPU (less `spare_cpus`). `RayExecutor(actors=N)` fixes the size."""
     from ..embed import runs_on_gpu
 
     gpus = gpus_available() if embedder is not None and runs_on_gpu(embedder) else 0
     if gpus:
-        return {"concurrency": executor.actors or gpus, "num_gpus": 1}
-    return {"concurrency": executor.actors or max(1, int(executor._cpus()) - spare_cpus)}
+        return executor.actors or gpus, 1
+    return executor.actors or max(1, int(executor._cpus()) - spare_cpus), 0
+
+
+def pool_options(actors: int, gpus: int) -> dict:
+    """`map_batches` keyword arguments for a pool of `actors` actors with `gpus` GPUs each."""
+    from ray.data import ActorPoolStrategy
+
+    return {"compute": ActorPoolStrategy(size=actors), **({"num_gpus": gpus} if gpus else {})}
 
 
 def map_features(executor, ds, fn, embedder=None, **kwargs):
     """Run the per-batch actor `fn(**kwargs)` over `ds`, materialised, on a pool sized by
     `actor_pool` for `embedder`. A worker's InputError comes back as the same one line."""
     out = ds.map_batches(fn, batch_size=executor.batch_rows, batch_format="pyarrow", fn_constructor_kwargs=kwargs,
-                         **actor_pool(executor, embedder))
+                         **pool_options(*actor_pool(executor, embedder)))
     try:
         return out.materialize()
     except Exception as exc:
@@ -371,10 +378,11 @@ class RayExecutor:
         elif step.name in ROW_STEPS:
             if step.name == "decontaminate":
                 step.load_items()  # once, on the driver; shipped with the step to every actor
-                pool = actor_pool(self, step.embedder, spare_cpus=1)
+                actors, gpus = actor_pool(self, step.embedder, spare_cpus=1)
                 out = ds.map_batches(BatchRunner, batch_size=self.batch_rows, batch_format="pyarrow",
-                                     fn_constructor_kwargs={"step": step, "seed": ctx.seed, "cache_dir": cache}, **pool)
-                how = f"map_batches, {pool['concurrency']} actors" + (", one GPU each" if pool.get("num_gpus") else "")
+                                     fn_constructor_kwargs={"step": step, "seed": ctx.seed, "cache_dir": cache},
+                                     **pool_options(actors, gpus))
+                how = f"map_batches, {actors} actors" + (", one GPU each" if gpus else "")
             else:
                 out = ds.map_batches(_run_on_batch, batch_size=self.batch_rows, batch_format="pyarrow",
                                      fn_kwargs={"step": step, "seed": ctx.seed, "cache_dir": cache})
