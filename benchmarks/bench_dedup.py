@@ -12,8 +12,8 @@
 
 Synthetic vectors: `rows` unit vectors in 512 dimensions (USE's size), a quarter of them planted
 near-duplicates of earlier rows (cosine about 0.93 to their source), the rest random (cosine
-near 0 to each other). Each measurement runs in its own subprocess so that
-resource.getrusage(RUSAGE_SELF).ru_maxrss is the peak of that measurement alone.
+near 0 to each other). Each measurement runs in its own subprocess, and its peak memory is that
+process's own high-water mark (`maxrss_mib`: VmHWM, which a parent's peak does not leak into).
 """
 
 from __future__ import annotations
@@ -135,6 +135,16 @@ def make_vectors(args) -> np.ndarray:
 
 
 def maxrss_mib() -> float:
+    """This process's peak resident memory (MiB): VmHWM on Linux. Not ru_maxrss: Linux carries
+    a parent's peak across fork + exec into the child's ru_maxrss, so a subprocess started by a
+    parent that had generated the data reported the parent's peak (found 2026-12-02)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:  # not Linux
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import threading
@@ -208,7 +207,9 @@ def run_engine(engine: str, rows: int, steps: list[str], out: Path, sample: int 
         ids = out / f"{engine}-{name}.txt"
         ids.write_text("\n".join(sorted(kept.to_list())), encoding="utf-8")
         results[name] = {"seconds": round(seconds, 1), "kept": int(len(kept)), "load": round(os.getloadavg()[0], 1)}
-    results["driver_peak_rss_gib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
+    from bench_dedup import maxrss_mib  # VmHWM: the parent's peak (data generation) does not leak in
+
+    results["driver_peak_rss_gib"] = round(maxrss_mib() / 1024, 2)
     if sampler:
         sampler.stop = True
         results["workers_peak_rss_gib"] = round(sampler.peak / 2**30, 2)

@@ -31,7 +31,6 @@ import argparse
 import json
 import random
 import re
-import resource
 import subprocess
 import sys
 import time
@@ -478,7 +477,9 @@ def exact_earlier(tokens: np.ndarray, offsets: np.ndarray, sample: np.ndarray, c
 
 
 def maxrss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    from bench_dedup import maxrss_mib as peak  # VmHWM: a parent's peak does not leak in
+
+    return peak()
 
 
 def cmd_peer(args) -> dict:

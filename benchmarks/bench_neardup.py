@@ -205,7 +205,6 @@ def memory(rows: int, mode: str, threshold: float = 0.8) -> None:
     Clustered like real templated data: 40 tight clusters, so every row has thousands of
     neighbours above the threshold. `all-pairs`: every pair gathered, then resolved (the old
     path); `streamed`: `stream_dedup`, query blocks in input order."""
-    import resource
 
     from kocurate.curate.dedup import SemanticResult, stream_dedup
     from kocurate.curate.index import search_pairs
@@ -215,7 +214,9 @@ def memory(rows: int, mode: str, threshold: float = 0.8) -> None:
     vectors = centers[rng.integers(0, 40, rows)] + 0.02 * rng.standard_normal((rows, 512)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     ids = [str(i) for i in range(rows)]
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    from bench_dedup import maxrss_mib  # VmHWM: the parent's peak does not leak into this subprocess
+
+    base = maxrss_mib() * 1024
     start = time.perf_counter()
     if mode == "all-pairs":
         pairs = search_pairs(vectors, threshold, method="exact")
@@ -224,7 +225,7 @@ def memory(rows: int, mode: str, threshold: float = 0.8) -> None:
     else:
         result = stream_dedup(ids, vectors, threshold, rule="instruction", method="exact")
         n_pairs = result.stats["candidate_pairs"]
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = maxrss_mib() * 1024
     print(json.dumps({"mode": mode, "rows": rows, "earlier_pairs": n_pairs, "removed": result.removed_count,
                       "seconds": round(time.perf_counter() - start, 1), "peak_rss_mib": round(peak / 1024),
                       "rss_before_mib": round(base / 1024)}))

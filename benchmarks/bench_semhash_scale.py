@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_dedup import run_kocurate, run_semhash, synthetic  # noqa: E402
+from bench_dedup import maxrss_mib, run_kocurate, run_semhash, synthetic  # noqa: E402
 
 
 def cpu_seconds() -> float:
@@ -102,7 +102,7 @@ def _semhash_child(path: str, threshold: float, out) -> None:
     vectors = np.ascontiguousarray(vectors)
     c0 = cpu_seconds()
     seconds, kept = run_semhash(vectors, threshold)
-    out.send((seconds, cpu_seconds() - c0, kept, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+    out.send((seconds, cpu_seconds() - c0, kept, maxrss_mib()))
 
 
 def main() -> None:
@@ -129,7 +129,7 @@ def main() -> None:
     result = {"bench": "semhash-scale", "rows": args.rows, "dim": args.dim, "threshold": args.threshold,
               "sample": args.sample, "kocurate": {"wall_s": round(ours_s, 1), "cpu_s": round(ours_cpu, 1),
                                                   "search": method,
-                                                  "maxrss_mib_so_far": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                                                  "maxrss_mib_so_far": round(maxrss_mib()),
                                                   **compare(ours_kept, exact, rows)}}
 
     # semhash in its own process, so it can be stopped at the limit and its peak memory is its own
