@@ -198,7 +198,8 @@ class CellIndex:
         return [(s, min(n, s + step)) for s in range(0, n, step)]
 
     def _map_cells(self, queries: np.ndarray, fn, track=None, description: str = "searching cells"):
-        """fn(cell, visitors, offset) over every cell, per chunk of queries; the results that are not None.
+        """fn(cell, visitors) over every cell, per chunk of queries (visitors: query indices); the
+        results that are not None.
 
         The probe lists of one chunk of queries live at a time: all n queries at once would
         take n x nprobe x ~40 bytes (15 GiB at 3M rows and 125 probes). Within a chunk, single-threaded
