@@ -41,6 +41,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench_dedup import maxrss_mib  # noqa: E402  (VmHWM: a parent's peak does not leak in)
+
 # ----------------------------------------------------------------------------------------------
 # Korean vocabulary written for this benchmark
 
@@ -474,12 +476,6 @@ def exact_earlier(tokens: np.ndarray, offsets: np.ndarray, sample: np.ndarray, c
 
 # ----------------------------------------------------------------------------------------------
 # commands
-
-
-def maxrss_mib() -> float:
-    from bench_dedup import maxrss_mib as peak  # VmHWM: a parent's peak does not leak in
-
-    return peak()
 
 
 def cmd_peer(args) -> dict:
