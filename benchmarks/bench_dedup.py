@@ -148,14 +148,16 @@ def maxrss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_kocurate(vectors: np.ndarray, threshold: float, method: str = "auto"):
+def run_kocurate(vectors: np.ndarray, threshold: float, method: str = "auto", *, with_pairs: bool = False):
+    """(seconds, kept, search method), and with `with_pairs` the pairs the search found."""
     from kocurate.curate.dedup import SemanticResult
     from kocurate.curate.index import search_pairs
 
     start = time.perf_counter()
     pairs = search_pairs(vectors, threshold, method=method)
     result = SemanticResult.from_pairs([str(i) for i in range(len(vectors))], pairs, threshold)
-    return time.perf_counter() - start, result.kept, pairs.method
+    seconds = time.perf_counter() - start
+    return (seconds, result.kept, pairs.method, pairs) if with_pairs else (seconds, result.kept, pairs.method)
 
 
 def run_semhash(vectors: np.ndarray, threshold: float):
