@@ -160,21 +160,27 @@ def run_kocurate(vectors: np.ndarray, threshold: float, method: str = "auto", *,
     return (seconds, result.kept, pairs.method, pairs) if with_pairs else (seconds, result.kept, pairs.method)
 
 
-def run_semhash(vectors: np.ndarray, threshold: float):
+def build_semhash(vectors: np.ndarray):
+    """semhash over precomputed vectors; record i is "r{i}"."""
     from semhash import SemHash
 
     class Precomputed:  # semhash needs an Encoder object even when given embeddings
         def encode(self, sentences, **kwargs):
             raise RuntimeError("not used")
 
-    records = [f"r{i}" for i in range(len(vectors))]
-    start = time.perf_counter()
-    semhash = SemHash.from_embeddings(vectors, records, model=Precomputed())
-    result = semhash.self_deduplicate(threshold=threshold)
-    seconds = time.perf_counter() - start
-    kept = np.zeros(len(vectors), dtype=bool)
+    return SemHash.from_embeddings(vectors, [f"r{i}" for i in range(len(vectors))], model=Precomputed())
+
+
+def semhash_kept(result, n: int) -> np.ndarray:
+    kept = np.zeros(n, dtype=bool)
     kept[[int(r[1:]) for r in result.selected]] = True
-    return seconds, kept
+    return kept
+
+
+def run_semhash(vectors: np.ndarray, threshold: float):
+    start = time.perf_counter()
+    result = build_semhash(vectors).self_deduplicate(threshold=threshold)
+    return time.perf_counter() - start, semhash_kept(result, len(vectors))
 
 
 def cmd_peer(args) -> dict:

@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_dedup import maxrss_mib, run_kocurate, synthetic  # noqa: E402
+from bench_dedup import build_semhash, maxrss_mib, run_kocurate, semhash_kept, synthetic  # noqa: E402
 
 
 def cpu_seconds() -> float:
@@ -122,16 +122,9 @@ def kocurate_neighbours(pairs, rows: np.ndarray) -> list[np.ndarray]:
 
 def _semhash_child(path: str, threshold: float, rows: np.ndarray, out) -> None:
     """semhash's run, as `run_semhash`, with its index's neighbours of `rows` sent as soon as it is built."""
-    from semhash import SemHash
-
-    class Precomputed:  # semhash needs an Encoder object even when given embeddings
-        def encode(self, sentences, **kwargs):
-            raise RuntimeError("not used")
-
     vectors = np.ascontiguousarray(np.load(path, mmap_mode="r"))
-    records = [f"r{i}" for i in range(len(vectors))]
     c0, t0 = cpu_seconds(), time.perf_counter()
-    semhash = SemHash.from_embeddings(vectors, records, model=Precomputed())
+    semhash = build_semhash(vectors)
     build_s, build_cpu = time.perf_counter() - t0, cpu_seconds() - c0
     q0, qc0 = time.perf_counter(), cpu_seconds()
     neighbours = semhash.index.query_threshold(vectors[rows], threshold=threshold)
@@ -143,8 +136,7 @@ def _semhash_child(path: str, threshold: float, rows: np.ndarray, out) -> None:
     result = semhash.self_deduplicate(threshold=threshold)
     seconds = build_s + time.perf_counter() - t1
     cpu = build_cpu + cpu_seconds() - c1
-    kept = np.zeros(len(vectors), dtype=bool)
-    kept[[int(r[1:]) for r in result.selected]] = True
+    kept = semhash_kept(result, len(vectors))
     out.send(("done", seconds, cpu, kept, maxrss_mib(), round(sample_s, 1), round(sample_cpu, 1)))
 
 
